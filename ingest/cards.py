@@ -1,0 +1,160 @@
+"""Knowledge cards (``card.yaml`` / ``card.md``) and PDF sidecars (``<file>.yaml``): strict schemas,
+so a misspelt field or a wrong type is reported instead of silently dropped."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kbengine.errors import InvalidInputError
+from kbengine.schemas import TextSections
+
+SECTION_NAMES = tuple(TextSections.model_fields)
+
+
+class Card(BaseModel):
+    """A document folder's card: metadata plus the text sections, all optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str | None = None
+    category: str | None = None
+    defect_type: str | None = None
+    title: str | None = None
+    description: str = ""
+    appearance: str = ""
+    causes: str = ""
+    consequences: str = ""
+    production_scenarios: str = ""
+    application_scenarios: str = ""
+
+    def sections(self) -> TextSections:
+        return TextSections(**{name: getattr(self, name) for name in SECTION_NAMES})
+
+
+class PageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: str | None = None
+    defect_type: str | None = None
+    title: str | None = None
+    sections: TextSections | None = None
+
+
+class Sidecar(BaseModel):
+    """``bottle.pdf.yaml`` (or ``bottle.yaml``) beside a PDF: defaults for every page, and per-page entries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str | None = None
+    category: str | None = None
+    defect_type: str | None = None
+    title: str | None = None
+    pages: dict[int, PageSpec] = {}
+
+
+def read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from e
+
+
+def _validation_message(path: Path, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown field '{where}' (allowed: {', '.join(Card.model_fields)})")
+        else:
+            problems.append(f"field '{where}': {item['msg']}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise InvalidInputError(f"{path}: not valid YAML ({e})") from e
+
+
+def load_card_yaml(path: Path) -> Card:
+    data = _load_yaml(path)
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path}: a card must be a mapping of fields, not {type(data).__name__}")
+    try:
+        return Card.model_validate(data)
+    except ValidationError as e:
+        raise InvalidInputError(_validation_message(path, e)) from e
+
+
+_META_LINE = re.compile(r"^\s*(domain|category|defect[ _]type)\s*:\s*(.+?)\s*$", re.IGNORECASE)
+
+
+def _section_key(heading: str) -> str:
+    return re.sub(r"[^a-z]+", "_", heading.strip().lower()).strip("_")
+
+
+def load_card_md(path: Path) -> Card:
+    """``# Title``, optional ``Category: x`` / ``Defect type: y`` / ``Domain: z`` lines, then
+    ``## Description`` ... sections. Unknown ``##`` sections are kept in the description."""
+    fields: dict[str, str] = {}
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in read_text(path).splitlines():
+        if line.startswith("# ") and "title" not in fields:
+            fields["title"] = line[2:].strip()
+            continue
+        if line.startswith("## "):
+            key = _section_key(line[3:])
+            if key not in SECTION_NAMES:
+                sections.setdefault("description", []).append(f"{line[3:].strip()}:")
+                key = "description"
+            current = key
+            continue
+        meta = _META_LINE.match(line)
+        if current is None and meta:
+            fields[_section_key(meta.group(1))] = meta.group(2)
+            continue
+        sections.setdefault(current or "description", []).append(line)
+    data: dict[str, Any] = dict(fields)
+    for key, lines in sections.items():
+        text = "\n".join(lines).strip()
+        if text:
+            data[key] = text
+    try:
+        return Card.model_validate(data)
+    except ValidationError as e:
+        raise InvalidInputError(_validation_message(path, e)) from e
+
+
+def load_card(folder: Path) -> tuple[Card, Path | None]:
+    for name, loader in (("card.yaml", load_card_yaml), ("card.yml", load_card_yaml), ("card.md", load_card_md)):
+        path = folder / name
+        if path.is_file():
+            return loader(path), path
+    return Card(), None
+
+
+def sidecar_path(pdf: Path) -> Path | None:
+    for candidate in (pdf.with_name(pdf.name + ".yaml"), pdf.with_suffix(".yaml"), pdf.with_suffix(".yml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_sidecar(path: Path) -> Sidecar:
+    data = _load_yaml(path)
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path}: a sidecar must be a mapping of fields")
+    try:
+        return Sidecar.model_validate(data)
+    except ValidationError as e:
+        raise InvalidInputError(_validation_message(path, e)) from e

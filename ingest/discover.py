@@ -1,0 +1,204 @@
+"""Turn the paths a user gives into source units.
+
+- ``*.pdf``: one unit per file (see ``ingest.pdf``).
+- An MVTec-layout category folder (``train/good``, ``test/<type>``): one unit per image; train
+  and test ``good`` images become normal references, ``test/<type>`` images defect examples of
+  ``(category, type)``; ``ground_truth`` masks are not knowledge and are left out.
+- Any other folder holding images and/or a ``card.yaml``/``card.md``: one document,
+  ``<category>/<defect_type>/`` by its path unless the card or the options say otherwise, with one
+  unit per image and one for the card's text.
+- A single image file: a document of its own.
+Folders are walked following symlinks, each real folder once (a symlink loop is reported).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.cards import load_card
+from ingest.pdf import ident, pdf_unit
+from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
+from kbengine.errors import InvalidInputError
+from kbengine.images import IMAGE_SUFFIXES, open_image_file
+from kbengine.schemas import NORMAL_TYPE, KnowledgeDocument
+from kbengine.settings import Settings
+
+CARD_NAMES = ("card.yaml", "card.yml", "card.md")
+SIDECAR_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+    failure: bool
+
+
+def key_of(path: Path) -> str:
+    return str(path.absolute())
+
+
+def is_mvtec_category(folder: Path) -> bool:
+    return (folder / "train" / "good").is_dir() or ((folder / "test").is_dir() and (folder / "ground_truth").is_dir())
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def folder_units(folder: Path, images: list[Path], overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+    """A document folder: one unit per image (so one bad image fails alone) and one for the card's text.
+
+    A card that cannot be read fails the folder: its images are not stored under guessed metadata."""
+    key = key_of(folder)
+    try:
+        card, card_path = load_card(folder)
+    except InvalidInputError as e:
+        yield Skipped(str(folder), str(e), failure=True)
+        for image_path in images:
+            yield Skipped(str(image_path), "not ingested: its folder's card is invalid", failure=True)
+        return
+    category = ident(overrides.category or card.category or (folder.parent.name or folder.name))
+    defect_type = ident(overrides.defect_type or card.defect_type or folder.name)
+    doc = KnowledgeDocument(
+        doc_id=doc_id(key),
+        domain=overrides.domain or card.domain or DEFAULT_DOMAIN,
+        category=category,
+        defect_type=defect_type,
+        title=card.title or make_title(category, defect_type),
+        sections=card.sections(),
+        source=key,
+    )
+    for image_path in images:
+        yield image_unit(image_path, doc, settings)
+    if card_path is not None:
+
+        def parts() -> Iterator[LockItem]:
+            yield from text_items(doc, settings.text_chunk_chars)
+
+        yield SourceUnit(
+            key=key_of(card_path), kind="card", files=[card_path], parts=parts, extra=doc.model_dump_json()
+        )
+
+
+def image_unit(image_path: Path, doc: KnowledgeDocument, settings: Settings) -> SourceUnit:
+    def parts() -> Iterator[LockItem]:
+        image = open_image_file(image_path, settings.max_image_pixels)
+        yield LockItem(
+            doc=doc, kind="image", locator="image", image=image,
+            image_bytes=image_path.read_bytes(), image_suffix=image_path.suffix.lower(),
+        )
+
+    return SourceUnit(key=key_of(image_path), kind="image", files=[image_path], parts=parts, extra=doc.model_dump_json())
+
+
+def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+    category = ident(overrides.category or folder.name)
+    domain = overrides.domain or DEFAULT_DOMAIN
+    groups: list[tuple[str, Path]] = []
+    for split in ("train", "test"):
+        root = folder / split
+        if root.is_dir():
+            groups += [(ident(d.name), d) for d in sorted(root.iterdir()) if d.is_dir()]
+    for defect_type, directory in groups:
+        defect_type = overrides.defect_type and ident(overrides.defect_type) or defect_type
+        try:
+            card, _ = load_card(directory)
+        except InvalidInputError as e:
+            yield Skipped(str(directory), str(e), failure=True)
+            continue
+        doc = KnowledgeDocument(
+            doc_id=doc_id(key_of(folder), defect_type),
+            domain=domain,
+            category=category,
+            defect_type=defect_type,
+            title=card.title or make_title(category, defect_type),
+            sections=card.sections(),
+            source=key_of(folder),
+        )
+        for image_path in _image_files(directory):
+            yield image_unit(image_path, doc, settings)
+
+
+def discover(paths: list[Path], overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+    """Yield units for ``paths`` and what was skipped or refused on the way."""
+    for path in paths:
+        if not path.exists() and not path.is_symlink():
+            yield Skipped(str(path), "no such file or folder", failure=True)
+        elif path.is_file():
+            yield from _file(path, overrides, settings, explicit=True)
+        elif path.is_dir():
+            yield from _walk(path, overrides, settings)
+        else:
+            yield Skipped(str(path), "broken symlink or not a regular file", failure=True)
+
+
+def _file(path: Path, overrides: Overrides, settings: Settings, explicit: bool) -> Iterator[SourceUnit | Skipped]:
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        yield pdf_unit(path, key_of(path), overrides, settings)
+    elif suffix in IMAGE_SUFFIXES and explicit:
+        yield folder_unit_for_file(path, overrides, settings)
+    elif explicit:
+        yield Skipped(str(path), f"unsupported file type {suffix or '(none)'}; give PDFs, images or folders", failure=True)
+
+
+def folder_unit_for_file(path: Path, overrides: Overrides, settings: Settings) -> SourceUnit:
+    category = ident(overrides.category or path.parent.name)
+    doc = KnowledgeDocument(
+        doc_id=doc_id(key_of(path)),
+        domain=overrides.domain or DEFAULT_DOMAIN,
+        category=category,
+        defect_type=ident(overrides.defect_type or "unspecified"),
+        title=path.stem,
+        source=key_of(path),
+    )
+    return image_unit(path, doc, settings)
+
+
+def _walk(root: Path, overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            yield Skipped(str(folder), f"symlink loop or repeated folder (already walked as {real})", failure=True)
+            continue
+        seen.add(real)
+        if is_mvtec_category(folder):
+            yield from mvtec_units(folder, overrides, settings)
+            continue
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as e:
+            yield Skipped(str(folder), f"cannot list folder ({e.strerror})", failure=True)
+            continue
+        images: list[Path] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                stack.append(entry)
+            elif entry.is_file():
+                suffix = entry.suffix.lower()
+                if suffix in IMAGE_SUFFIXES:
+                    images.append(entry)
+                elif suffix == ".pdf":
+                    yield from _file(entry, overrides, settings, explicit=False)
+                elif entry.name in CARD_NAMES or suffix in SIDECAR_SUFFIXES:
+                    continue
+                else:
+                    yield Skipped(str(entry), f"not a knowledge file ({suffix or 'no extension'}); left out", failure=False)
+            elif entry.is_symlink():
+                yield Skipped(str(entry), "broken symlink", failure=True)
+        has_card = any((folder / n).is_file() for n in CARD_NAMES)
+        if images or has_card:
+            yield from folder_units(folder, images, overrides, settings)
+        stack.sort(reverse=True)
+
+
+__all__ = ["NORMAL_TYPE", "Skipped", "discover", "key_of"]

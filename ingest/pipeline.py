@@ -1,0 +1,246 @@
+"""The ingest pipeline: discover units, skip the unchanged, embed in batches, upsert, commit.
+
+Crash safety: lock ids are deterministic (uuid5 of content sha256 + encoder), and a unit's
+``source`` marker point is written only after all its locks are stored. A unit without its
+marker is redone on the next run, so an ingest killed at any point and run again ends with
+exactly the points of one clean run. An edited file gets new locks first, then its marker, then
+its stale locks are deleted: old knowledge is never removed before the new is in.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.discover import Skipped, discover
+from ingest.units import NAMESPACE, LockItem, Overrides, SourceUnit, lock_id, lock_sha
+from kbengine.blobs import BlobStore
+from kbengine.encoders import Encoder
+from kbengine.errors import InvalidInputError
+from kbengine.schemas import FileFailure, IngestReport, SourceReport
+from kbengine.settings import Settings
+from kbengine.store import Store, StorePoint, Where
+from kbengine.store.base import SOURCE_KIND
+
+Progress = Callable[[int, int, str], None]
+IngestOptions = Overrides
+
+
+@dataclass
+class _InFlight:
+    unit: SourceUnit
+    report: SourceReport
+    outstanding: int = 0
+    locks: int = 0
+    queued: bool = False
+    failed: bool = False
+    doc_ids: set[str] = field(default_factory=set)
+
+
+class _StopIngest(Exception):
+    pass
+
+
+class Ingestor:
+    """Writes knowledge into the store. One instance per knowledge base."""
+
+    def __init__(self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.blobs = blobs
+        self.settings = settings
+        self.batch_size = settings.batch_size
+
+    def ingest(
+        self,
+        paths: Iterable[str | Path],
+        overrides: Overrides | None = None,
+        strict: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        started = time.perf_counter()
+        overrides = overrides or Overrides()
+        self.store.ensure_collection(self.encoder.identity)
+        report = IngestReport(encoder=self.encoder.identity.name)
+        options = overrides.model_dump_json() + f"|chunk={self.settings.text_chunk_chars}"
+        found = list(discover([Path(p) for p in paths], overrides, self.settings))
+        self._pending: list[tuple[_InFlight, LockItem]] = []
+        self._report = report
+        self._docs: set[str] = set()
+        try:
+            for done, entry in enumerate(found):
+                if progress:
+                    progress(done, len(found), entry.path if isinstance(entry, Skipped) else entry.key)
+                if isinstance(entry, Skipped):
+                    self._skipped(entry, strict)
+                else:
+                    self._unit(entry, options, strict)
+            self._flush()
+        except _StopIngest:
+            self._pending = [(f, item) for f, item in self._pending if not f.failed]
+            self._flush()
+        finally:
+            self.store.finish_writes()
+            if progress:
+                progress(len(found), len(found), "")
+        report.seconds = round(time.perf_counter() - started, 3)
+        if strict and report.failed:
+            first = report.failed[0]
+            raise InvalidInputError(f"stopped at the first failure (--strict): {first.path}: {first.reason}")
+        return report
+
+    # -- per unit -------------------------------------------------------------------------
+    def _skipped(self, entry: Skipped, strict: bool) -> None:
+        if entry.failure:
+            self._report.failed.append(FileFailure(path=entry.path, reason=entry.reason))
+            self._report.sources.append(SourceReport(path=entry.path, status="failed", reason=entry.reason))
+            if strict:
+                raise _StopIngest
+
+    def _unit(self, unit: SourceUnit, options: str, strict: bool) -> None:
+        try:
+            fingerprint = unit.compute_fingerprint(options)
+        except OSError as e:
+            self._fail(_InFlight(unit, SourceReport(path=unit.key, status="failed")), f"cannot read ({e.strerror})", strict)
+            return
+        marker = Where(must={"kind": SOURCE_KIND, "source": unit.key, "source_sha": fingerprint})
+        if self.store.count(marker) > 0:
+            self._remove_stale(unit)
+            self._report.sources.append(SourceReport(path=unit.key, status="unchanged"))
+            return
+        existed = self.store.count(Where(must={"source": unit.key})) > 0
+        flight = _InFlight(unit, SourceReport(path=unit.key, status="replaced" if existed else "added"))
+        self._report.sources.append(flight.report)
+        try:
+            for item in unit.parts():
+                flight.outstanding += 1
+                flight.locks += 1
+                flight.doc_ids.add(item.doc.doc_id)
+                self._pending.append((flight, item))
+                if sum(1 for _, i in self._pending if i.kind != "text") >= self.batch_size:
+                    self._flush()
+        except InvalidInputError as e:
+            self._fail(flight, str(e).removeprefix(f"{unit.key}: "), strict)
+            return
+        except Exception as e:  # a library failing on one file must not stop the others
+            self._fail(flight, f"{type(e).__name__}: {e}", strict)
+            return
+        flight.queued = True
+        if flight.outstanding == 0:
+            self._commit(flight)
+
+    def _fail(self, flight: _InFlight, reason: str, strict: bool) -> None:
+        flight.failed = True
+        self._pending = [(f, item) for f, item in self._pending if f is not flight]
+        if flight.unit.fingerprint:
+            self.store.delete(Where(must={"source": flight.unit.key, "source_sha": flight.unit.fingerprint}))
+        flight.report.status = "failed"
+        flight.report.reason = reason
+        self._report.failed.append(FileFailure(path=flight.unit.key, reason=reason))
+        if strict:
+            raise _StopIngest
+
+    # -- batches ----------------------------------------------------------------------------
+    def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.batch_size * 4], self._pending[self.batch_size * 4 :]
+            self._store_batch(batch)
+
+    def _store_batch(self, batch: list[tuple[_InFlight, LockItem]]) -> None:
+        images = [(f, item) for f, item in batch if item.kind != "text"]
+        texts = [(f, item) for f, item in batch if item.kind == "text" and self.encoder.has_text]
+        points: list[StorePoint] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            vectors = self.encoder.embed_images([item.image for _, item in chunk])  # type: ignore[misc]
+            points += [self._point(f, item, "image", v) for (f, item), v in zip(chunk, vectors, strict=True)]
+        for start in range(0, len(texts), self.batch_size * 2):
+            chunk = texts[start : start + self.batch_size * 2]
+            vectors = self.encoder.embed_texts([item.text or "" for _, item in chunk])
+            points += [self._point(f, item, "text", v) for (f, item), v in zip(chunk, vectors, strict=True)]
+        self.store.upsert(points)
+        for flight, item in batch:
+            flight.outstanding -= 1
+            self._count(item)
+        for flight in {id(f): f for f, _ in batch}.values():
+            if flight.queued and flight.outstanding == 0 and not flight.failed:
+                self._commit(flight)
+
+    def _count(self, item: LockItem) -> None:
+        report = self._report
+        if item.kind == "page":
+            report.pages += 1
+        elif item.kind == "figure":
+            report.figures += 1
+        elif item.kind == "image":
+            report.images += 1
+        else:
+            report.texts += 1
+        report.locks_added += 1
+
+    def _point(self, flight: _InFlight, item: LockItem, vector_name: str, vector: np.ndarray) -> StorePoint:
+        blob = None
+        if item.image_bytes is not None:
+            blob = self.blobs.put_bytes(item.image_bytes, item.image_suffix)
+            content = item.image_bytes
+        else:
+            content = (item.text or "").encode()
+        sha = lock_sha(flight.unit.key, item.locator, content)
+        doc = item.doc
+        payload: dict[str, Any] = {
+            "doc_id": doc.doc_id,
+            "domain": doc.domain,
+            "category": doc.category,
+            "defect_type": doc.defect_type,
+            "title": doc.title,
+            "sections": doc.sections.model_dump(),
+            "doc_source": doc.source,
+            "kind": item.kind,
+            "source": flight.unit.key,
+            "source_sha": flight.unit.fingerprint,
+            "page": item.page,
+            "sha256": sha,
+            "encoder": self.encoder.identity.name,
+            "blob": blob,
+            "text": item.text,
+            "locator": item.locator,
+        }
+        return StorePoint(id=lock_id(sha, self.encoder.identity.name), vectors={vector_name: vector}, payload=payload)
+
+    # -- commit -------------------------------------------------------------------------------
+    def _commit(self, flight: _InFlight) -> None:
+        unit = flight.unit
+        marker = StorePoint(
+            id=str(uuid.uuid5(NAMESPACE, f"source:{unit.key}:{unit.fingerprint}")),
+            vectors={},
+            payload={
+                "kind": SOURCE_KIND,
+                "source": unit.key,
+                "source_sha": unit.fingerprint,
+                "unit": unit.kind,
+                "locks": flight.locks,
+                "documents": len(flight.doc_ids),
+            },
+        )
+        self.store.upsert([marker])
+        self._remove_stale(unit)
+        flight.report.documents = len(flight.doc_ids)
+        flight.report.locks = flight.locks
+        self._docs |= flight.doc_ids
+        self._report.documents = len(self._docs)
+
+    def _remove_stale(self, unit: SourceUnit) -> None:
+        stale = Where(must={"source": unit.key}, must_not={"source_sha": unit.fingerprint})
+        removed = self.store.count(stale)
+        if removed:
+            self.store.delete(stale)
+            self._report.locks_removed += removed
+        self.store.delete(
+            Where(must={"source": unit.key, "kind": SOURCE_KIND}, must_not={"source_sha": unit.fingerprint})
+        )

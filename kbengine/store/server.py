@@ -58,6 +58,7 @@ class ServerStore:
         self.collection = collection
         self.location = f"{url} collection {collection}"
         self.exact = exact
+        self.local = url == ":memory:"
         self.shard_number = shard_number
         self.replication_factor = replication_factor
         try:
@@ -91,7 +92,7 @@ class ServerStore:
             shard_number=self.shard_number,
             replication_factor=self.replication_factor,
         )
-        for field in INDEXED_FIELDS:
+        for field in INDEXED_FIELDS if not self.local else ():  # local mode ignores payload indexes
             self.client.create_payload_index(self.collection, field, m.PayloadSchemaType.KEYWORD)
         self.client.upsert(
             self.collection, [m.PointStruct(id=META_ID, vector={}, payload=meta_payload(identity))], wait=True

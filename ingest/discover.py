@@ -49,7 +49,9 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def folder_units(folder: Path, images: list[Path], overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+def folder_units(
+    folder: Path, images: list[Path], overrides: Overrides, settings: Settings
+) -> Iterator[SourceUnit | Skipped]:
     """A document folder: one unit per image (so one bad image fails alone) and one for the card's text.
 
     A card that cannot be read fails the folder: its images are not stored under guessed metadata."""
@@ -88,11 +90,17 @@ def image_unit(image_path: Path, doc: KnowledgeDocument, settings: Settings) -> 
     def parts() -> Iterator[LockItem]:
         image = open_image_file(image_path, settings.max_image_pixels)
         yield LockItem(
-            doc=doc, kind="image", locator="image", image=image,
-            image_bytes=image_path.read_bytes(), image_suffix=image_path.suffix.lower(),
+            doc=doc,
+            kind="image",
+            locator="image",
+            image=image,
+            image_bytes=image_path.read_bytes(),
+            image_suffix=image_path.suffix.lower(),
         )
 
-    return SourceUnit(key=key_of(image_path), kind="image", files=[image_path], parts=parts, extra=doc.model_dump_json())
+    return SourceUnit(
+        key=key_of(image_path), kind="image", files=[image_path], parts=parts, extra=doc.model_dump_json()
+    )
 
 
 def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
@@ -104,7 +112,7 @@ def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Itera
         if root.is_dir():
             groups += [(ident(d.name), d) for d in sorted(root.iterdir()) if d.is_dir()]
     for defect_type, directory in groups:
-        defect_type = overrides.defect_type and ident(overrides.defect_type) or defect_type
+        defect_type = (overrides.defect_type and ident(overrides.defect_type)) or defect_type
         try:
             card, _ = load_card(directory)
         except InvalidInputError as e:
@@ -143,7 +151,9 @@ def _file(path: Path, overrides: Overrides, settings: Settings, explicit: bool) 
     elif suffix in IMAGE_SUFFIXES and explicit:
         yield folder_unit_for_file(path, overrides, settings)
     elif explicit:
-        yield Skipped(str(path), f"unsupported file type {suffix or '(none)'}; give PDFs, images or folders", failure=True)
+        yield Skipped(
+            str(path), f"unsupported file type {suffix or '(none)'}; give PDFs, images or folders", failure=True
+        )
 
 
 def folder_unit_for_file(path: Path, overrides: Overrides, settings: Settings) -> SourceUnit:
@@ -192,7 +202,9 @@ def _walk(root: Path, overrides: Overrides, settings: Settings) -> Iterator[Sour
                 elif entry.name in CARD_NAMES or suffix in SIDECAR_SUFFIXES:
                     continue
                 else:
-                    yield Skipped(str(entry), f"not a knowledge file ({suffix or 'no extension'}); left out", failure=False)
+                    yield Skipped(
+                        str(entry), f"not a knowledge file ({suffix or 'no extension'}); left out", failure=False
+                    )
             elif entry.is_symlink():
                 yield Skipped(str(entry), "broken symlink", failure=True)
         has_card = any((folder / n).is_file() for n in CARD_NAMES)

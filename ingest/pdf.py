@@ -13,7 +13,7 @@ from pathlib import Path
 import pymupdf
 from PIL import Image
 
-from ingest.cards import SECTION_NAMES, load_sidecar, sidecar_path
+from ingest.cards import SECTION_NAMES, Sidecar, load_sidecar, sidecar_path
 from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
 from kbengine.errors import InvalidInputError
 from kbengine.images import to_rgb
@@ -73,7 +73,9 @@ def open_pdf(path: Path, settings: Settings) -> pymupdf.Document:
         # mupdf rebuilt a broken file (truncated, bad xref): what it recovers may be partial, so refuse.
         detail = (pymupdf.TOOLS.mupdf_warnings() or "damaged structure").splitlines()[0]
         document.close()
-        raise InvalidInputError(f"{path}: not a readable PDF: the file is damaged or truncated ({detail}); re-export it")
+        raise InvalidInputError(
+            f"{path}: not a readable PDF: the file is damaged or truncated ({detail}); re-export it"
+        )
     if document.needs_pass or document.is_encrypted:
         document.close()
         raise InvalidInputError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
@@ -104,7 +106,14 @@ def pdf_unit(path: Path, key: str, overrides: Overrides, settings: Settings) -> 
     return SourceUnit(key=key, kind="pdf", files=files, parts=parts, extra=f"dpi={settings.render_dpi}")
 
 
-def _pages(document, path, key, overrides, sidecar, settings) -> Iterator[LockItem]:  # type: ignore[no-untyped-def]
+def _pages(
+    document: pymupdf.Document,
+    path: Path,
+    key: str,
+    overrides: Overrides,
+    sidecar: Sidecar | None,
+    settings: Settings,
+) -> Iterator[LockItem]:
     previous: dict[str, str] = {}
     seen_xrefs: set[int] = set()
     for index in range(document.page_count):

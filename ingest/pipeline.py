@@ -107,7 +107,9 @@ class Ingestor:
         try:
             fingerprint = unit.compute_fingerprint(options)
         except OSError as e:
-            self._fail(_InFlight(unit, SourceReport(path=unit.key, status="failed")), f"cannot read ({e.strerror})", strict)
+            self._fail(
+                _InFlight(unit, SourceReport(path=unit.key, status="failed")), f"cannot read ({e.strerror})", strict
+            )
             return
         marker = Where(must={"kind": SOURCE_KIND, "source": unit.key, "source_sha": fingerprint})
         if self.store.count(marker) > 0:

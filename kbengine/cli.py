@@ -72,7 +72,9 @@ def print_report(report: IngestReport) -> None:
         f"[{report.encoder}]"
     )
     for failure in report.failed:
-        err.print(f"[red]failed[/red] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]failed[/red] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True
+        )
 
 
 def print_info(info: KBInfo) -> None:
@@ -80,7 +82,10 @@ def print_info(info: KBInfo) -> None:
     text = f"{info.text_dim}-d text" if info.text_dim else "no text"
     joint = "joint space" if info.joint_space else "separate spaces: no image->text scoring"
     out.print(f"encoder: {info.encoder} ({info.image_dim}-d image, {text}; {joint})")
-    out.print(f"{info.documents} documents, {info.locks} locks from {info.sources} sources; domains: {', '.join(info.domains) or '-'}")
+    out.print(
+        f"{info.documents} documents, {info.locks} locks from {info.sources} sources; "
+        f"domains: {', '.join(info.domains) or '-'}"
+    )
     if not info.entries:
         return
     kinds = sorted({k for e in info.entries for k in e.locks})
@@ -130,7 +135,9 @@ def info(kb: KbOpt = None, url: UrlOpt = None, collection: CollOpt = None, as_js
 
 @app.command()
 def demo(
-    folder: Annotated[Path | None, typer.Argument(help="Where to write the demo (default: a temporary folder).")] = None,
+    folder: Annotated[
+        Path | None, typer.Argument(help="Where to write the demo (default: a temporary folder).")
+    ] = None,
     encoder: EncOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

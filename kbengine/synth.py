@@ -91,7 +91,7 @@ def _tile(rng: np.random.Generator, size: int) -> tuple[Array, Array]:
     img = base[None, None, :] * (0.85 + 0.3 * n[..., None])
     period = int(rng.integers(56, 72))
     offset = int(rng.integers(0, period))
-    grout = ((np.arange(size) + offset) % period < 4)
+    grout = (np.arange(size) + offset) % period < 4
     img[grout, :, :] *= 0.55
     img[:, grout, :] *= 0.55
     return img, np.ones((size, size), bool)
@@ -116,7 +116,9 @@ def _disc(rng: np.random.Generator, size: int) -> tuple[Array, Array]:
     r = np.hypot(yy - cy, xx - cx)
     angle = np.arctan2(yy - cy, xx - cx)
     body = (r < radius) & (r > radius * 0.28)
-    metal = np.array([175, 178, 185], np.float32) * (0.85 + 0.1 * np.sin(angle * 40 + rng.uniform(0, 6)) ** 2)[..., None]
+    metal = (
+        np.array([175, 178, 185], np.float32) * (0.85 + 0.1 * np.sin(angle * 40 + rng.uniform(0, 6)) ** 2)[..., None]
+    )
     metal *= (0.9 + 0.15 * (1 - r / radius))[..., None]
     img[body] = metal[body]
     return img, body
@@ -219,7 +221,6 @@ def sample(category: str, defect: str | None, seed: int, size: int = 256) -> tup
     return to_uint8(img), mask
 
 
-
 def hash_str(text: str) -> int:
     value = 1469598103934665603
     for byte in text.encode():
@@ -250,7 +251,9 @@ def write_mvtec(
             for i in range(n_test_defect):
                 img, mask = sample(category, defect, hash_str(f"{seed}/{category}/test/{defect}/{i}"), size)
                 _save(img, base / "test" / defect / f"{i:03d}.png")
-                _save(Image.fromarray((mask * 255).astype(np.uint8)), base / "ground_truth" / defect / f"{i:03d}_mask.png")
+                _save(
+                    Image.fromarray((mask * 255).astype(np.uint8)), base / "ground_truth" / defect / f"{i:03d}_mask.png"
+                )
     return root
 
 
@@ -275,7 +278,9 @@ def write_documents(
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "card.yaml").write_text(yaml.safe_dump(card_for(category, defect), sort_keys=False), "utf-8")
             for i in range(n_refs):
-                img, _ = sample(category, None if defect == "good" else defect, hash_str(f"{seed}/{category}/{defect}/{i}"), size)
+                img, _ = sample(
+                    category, None if defect == "good" else defect, hash_str(f"{seed}/{category}/{defect}/{i}"), size
+                )
                 _save(img, folder / f"ref_{i}.png")
     return root
 
@@ -300,7 +305,11 @@ def write_pdf_catalogue(
         card = card_for(category, defect)
         page = document.new_page(width=595, height=842)
         y = 60.0
-        page.insert_text((50, y), card["title"] + (f" (variant {index // len(entries)})" if index >= len(entries) else ""), fontsize=18)
+        page.insert_text(
+            (50, y),
+            card["title"] + (f" (variant {index // len(entries)})" if index >= len(entries) else ""),
+            fontsize=18,
+        )
         y += 26
         page.insert_text((50, y), f"Category: {category}", fontsize=11)
         page.insert_text((250, y), f"Defect type: {defect}", fontsize=11)
@@ -309,7 +318,14 @@ def write_pdf_catalogue(
         img.save(buffer, format="PNG")
         page.insert_image(pymupdf.Rect(50, y + 15, 50 + 220, y + 15 + 220), stream=buffer.getvalue())
         y += 260
-        for key in ("description", "appearance", "causes", "consequences", "production_scenarios", "application_scenarios"):
+        for key in (
+            "description",
+            "appearance",
+            "causes",
+            "consequences",
+            "production_scenarios",
+            "application_scenarios",
+        ):
             heading = key.replace("_", " ").capitalize()
             box = pymupdf.Rect(50, y, 545, y + 60)
             page.insert_textbox(box, f"{heading}: {card[key]}", fontsize=10)

@@ -27,8 +27,7 @@ NAME = "packaged:efficientnet-lite0+all-minilm-l6-v2"
 def _image_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     """Resize to ``size`` square (whole image, no crop) and apply Lite0's (x - 127) / 128."""
     arrays = [
-        np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
-        for im in images
+        np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) for im in images
     ]
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     return (batch - 127.0) / 128.0
@@ -71,9 +70,7 @@ class PackagedEncoder:
         self, images: Sequence[Image.Image], layers: Sequence[int] | None = None
     ) -> dict[int, np.ndarray]:
         taps = tuple(layers) if layers is not None else self.patch_layers
-        _, maps = self.net.forward_features(
-            _image_batch(images, self.image_size).to(self.device), taps, pooled=False
-        )
+        _, maps = self.net.forward_features(_image_batch(images, self.image_size).to(self.device), taps, pooled=False)
         return {i: m.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32) for i, m in maps.items()}
 
     def _text_model(self) -> tuple[Any, Any]:

@@ -77,9 +77,7 @@ class Store(Protocol):
         """All matching points' payloads (``fields`` only, when given); score is 0."""
         ...
 
-    def search(
-        self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None
-    ) -> list[Hit]:
+    def search(self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None) -> list[Hit]:
         """The ``limit`` nearest locks by cosine similarity."""
         ...
 

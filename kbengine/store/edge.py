@@ -109,8 +109,7 @@ class EdgeStore:
         q = self.q
         for i in range(0, len(points), BATCH):
             batch = [
-                q.Point(p.id, {k: v.tolist() for k, v in p.vectors.items()}, p.payload)
-                for p in points[i : i + BATCH]
+                q.Point(p.id, {k: v.tolist() for k, v in p.vectors.items()}, p.payload) for p in points[i : i + BATCH]
             ]
             self.shard.update(q.UpdateOperation.upsert_points(batch))
 
@@ -140,9 +139,7 @@ class EdgeStore:
             if offset is None:
                 return
 
-    def search(
-        self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None
-    ) -> list[Hit]:
+    def search(self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None) -> list[Hit]:
         if self.shard is None:
             return []
         q = self.q
@@ -153,7 +150,9 @@ class EdgeStore:
             with_payload=True,
             params=q.SearchParams(exact=True) if self.exact else None,
         )
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in self.shard.query(request)]
+        return [
+            Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in self.shard.query(request)
+        ]
 
     def finish_writes(self) -> None:
         if self.shard is None:

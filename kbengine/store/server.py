@@ -138,9 +138,7 @@ class ServerStore:
             if offset is None:
                 return
 
-    def search(
-        self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None
-    ) -> list[Hit]:
+    def search(self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None) -> list[Hit]:
         if not self._exists:
             return []
         result = self.client.query_points(

@@ -67,7 +67,7 @@ def _bad_folder(root: Path, good_pdf: Path) -> dict[str, str]:
     refs = root / "tile" / "crack"
     refs.mkdir(parents=True)
     synth.sample("tile", "crack", 1, 64)[0].save(refs / "ok 1.png")
-    (root / "corrupt.pdf").write_bytes(good_pdf.read_bytes()[: 800])
+    (root / "corrupt.pdf").write_bytes(good_pdf.read_bytes()[:800])
     enc = pymupdf.open()
     enc.new_page().insert_text((50, 50), "secret")
     enc.save(root / "encrypted.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="u", owner_pw="o")
@@ -129,9 +129,21 @@ def test_strict_stops_at_the_first_failure(make_kb, material, tmp_path):
 def test_cli_exit_codes(tmp_path, material):
     _bad_folder(tmp_path / "mixed", material["catalogue"])
     env = {**os.environ, "KBENGINE_KB": str(tmp_path / "kb"), "KBENGINE_MAX_PDF_PAGES": "20"}
-    ok = subprocess.run([sys.executable, "-m", "kbengine.cli", "ingest", str(material["catalogue"])], env=env, capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [sys.executable, "-m", "kbengine.cli", "ingest", str(material["catalogue"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run([sys.executable, "-m", "kbengine.cli", "ingest", str(tmp_path / "mixed")], env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "kbengine.cli", "ingest", str(tmp_path / "mixed")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1 and "encrypted" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -187,7 +199,9 @@ def test_card_md_and_unicode_names(make_kb, tmp_path):
     folder.mkdir(parents=True)
     (folder / "card.md").write_text(
         "# Bottle: broken rim\nCategory: bottle\nDefect type: broken_large\n\n## Description\nChipped rim.\n"
-        "## Causes\nImpact.\n## Notes\nSeen on line 3.\n", "utf-8")
+        "## Causes\nImpact.\n## Notes\nSeen on line 3.\n",
+        "utf-8",
+    )
     synth.sample("disc", "missing", 3, 64)[0].save(folder / "Foto 1 ü.png")
     kb = make_kb()
     report = kb.ingest(tmp_path / "Flaschen Prüfung")

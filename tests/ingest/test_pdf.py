@@ -53,12 +53,17 @@ def test_catalogue_pages_figures_and_text(make_kb, material):
 
 def test_sidecar_and_continuation_pages(make_kb, tmp_path):
     red = Image.new("RGB", (80, 80), (200, 30, 30))
-    path = _pdf(tmp_path / "manual.pdf", [
-        ("Pump housing inspection manual\nGeneral notes on handling.", None),
-        ("Porosity\nCategory: housing\nDefect type: porosity\nDescription: small pores in the casting", red),
-        ("More about porosity: gas trapped during casting.", None),
-    ])
-    (tmp_path / "manual.pdf.yaml").write_text(yaml.safe_dump({"domain": "castings", "pages": {1: {"defect_type": "good"}}}))
+    path = _pdf(
+        tmp_path / "manual.pdf",
+        [
+            ("Pump housing inspection manual\nGeneral notes on handling.", None),
+            ("Porosity\nCategory: housing\nDefect type: porosity\nDescription: small pores in the casting", red),
+            ("More about porosity: gas trapped during casting.", None),
+        ],
+    )
+    (tmp_path / "manual.pdf.yaml").write_text(
+        yaml.safe_dump({"domain": "castings", "pages": {1: {"defect_type": "good"}}})
+    )
     kb = make_kb()
     report = kb.ingest(path)
     assert report.ok and report.pages == 3 and report.figures == 1

@@ -36,7 +36,10 @@ def test_packaged_features_tell_categories_apart(packaged):
 def test_packaged_patch_features_are_multi_scale(packaged):
     maps = packaged.patch_features(_images())
     assert {k: v.shape for k, v in maps.items()} == {
-        2: (2, 56, 56, 24), 4: (2, 28, 28, 40), 7: (2, 14, 14, 80), 10: (2, 14, 14, 112)
+        2: (2, 56, 56, 24),
+        4: (2, 28, 28, 40),
+        7: (2, 14, 14, 80),
+        10: (2, 14, 14, 112),
     }
 
 
@@ -60,7 +63,9 @@ def test_open_clip_patch_path_reproduces_encode_image(tiny_clip):
     x = tiny_clip._batch(_images())
     last = len(visual.transformer.resblocks) - 1
     with torch.no_grad():
-        out = visual.forward_intermediates(x, indices=[last], intermediates_only=True, output_fmt="NLC", output_extra_tokens=True)
+        out = visual.forward_intermediates(
+            x, indices=[last], intermediates_only=True, output_fmt="NLC", output_extra_tokens=True
+        )
         cls = visual.ln_post(out["image_intermediates_prefix"][0][:, 0]) @ visual.proj
         ref = tiny_clip.model.encode_image(x)
     torch.testing.assert_close(cls, ref, atol=1e-5, rtol=1e-4)

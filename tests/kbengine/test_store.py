@@ -31,7 +31,13 @@ def _points(n: int, rng: np.random.Generator) -> list[StorePoint]:
         StorePoint(
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))),
             vectors={"image": rng.normal(size=8).astype(np.float32)},
-            payload={"category": "a" if i % 2 else "b", "defect_type": "x", "kind": "image", "source": f"s{i % 3}", "i": i},
+            payload={
+                "category": "a" if i % 2 else "b",
+                "defect_type": "x",
+                "kind": "image",
+                "source": f"s{i % 3}",
+                "i": i,
+            },
         )
         for i in range(n)
     ]
@@ -100,7 +106,9 @@ def test_second_process_gets_store_in_use(tmp_path):
             get_store(Settings(kb=tmp_path / "kb"))
         result = subprocess.run(
             [sys.executable, "-m", "kbengine.cli", "info", "--kb", str(tmp_path / "kb")],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 2
         assert "in use by another kbengine process" in result.stderr

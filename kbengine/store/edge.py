@@ -3,6 +3,7 @@
 Chosen by measurement (benchmarks/store.py): qdrant-client's local mode is 10-50x slower to
 query and inserts ~100 points/s on disk. The shard searches exactly (plain index) until it holds
 ``hnsw_threshold`` locks; past that, :meth:`finish_writes` builds the HNSW index once per ingest.
+Exact search is 15 ms p50 at 100k 768-d locks here, while an HNSW build takes minutes on 2 cores.
 An exclusive file lock keeps a second process out with a clear message.
 """
 
@@ -57,7 +58,7 @@ def _filter(q: Any, where: Where | None) -> Any:
 class EdgeStore:
     kind = "embedded (qdrant-edge)"
 
-    def __init__(self, root: Path, hnsw_threshold: int = 20_000, exact: bool = False) -> None:
+    def __init__(self, root: Path, hnsw_threshold: int = 200_000, exact: bool = False) -> None:
         self.root = root
         self.path = root / "qdrant"
         self.location = str(self.path)

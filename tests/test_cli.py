@@ -1,0 +1,42 @@
+"""The command line: help everywhere, the demo, info as JSON, the server code path end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from kbengine.cli import app
+from kbengine.schemas import KBInfo
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["ingest"], ["info"], ["demo"]])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_demo_builds_a_knowledge_base(tmp_path, monkeypatch):
+    monkeypatch.setenv("KBENGINE_ENCODER", "packaged")
+    result = runner.invoke(app, ["demo", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["report"]["failed"] == [] and data["report"]["pages"] == 9
+    assert {e["category"] for e in data["info"]["entries"]} == {"tile", "fabric", "disc"}
+    info = runner.invoke(app, ["info", "--kb", str(tmp_path / "kb"), "--json"])
+    assert info.exit_code == 0
+    assert KBInfo.model_validate_json(info.stdout).locks == data["info"]["locks"]
+
+
+def test_server_code_path_ingests_idempotently(make_kb, material, tmp_path):
+    kb = make_kb(qdrant_url=":memory:", collection="seek", blob_dir=tmp_path / "shared-blobs")
+    first = kb.ingest([material["catalogue"], material["documents"]])
+    assert first.ok and first.locks_added > 0
+    again = kb.ingest([material["catalogue"], material["documents"]])
+    assert again.locks_added == 0
+    info = kb.info()
+    assert info.store.startswith("server") and info.locks == first.locks_added
+    assert any((tmp_path / "shared-blobs").rglob("*.png"))

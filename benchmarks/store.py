@@ -81,16 +81,8 @@ def main() -> None:
         for label, extra in configs:
             with tempfile.TemporaryDirectory() as tmp:
                 if extra.pop("local_path", False):
-                    from kbengine.store.server import ServerStore
-
-                    store: Store = ServerStore.__new__(ServerStore)
-                    from qdrant_client import QdrantClient, models
-
-                    store.client, store.m, store.collection = QdrantClient(path=str(Path(tmp) / "q")), models, "b"  # type: ignore[attr-defined]
-                    store.location, store.exact, store.local, store._exists = tmp, False, True, False  # type: ignore[attr-defined]
-                    store.shard_number = store.replication_factor = 1  # type: ignore[attr-defined]
-                else:
-                    store = get_store(Settings(kb=Path(tmp) / "kb", **extra))  # type: ignore[arg-type]
+                    extra["qdrant_url"] = f"path:{tmp}/q"
+                store = get_store(Settings(kb=Path(tmp) / "kb", **extra))  # type: ignore[arg-type]
                 try:
                     r = measure(store, data, args.dim, rng, args.queries)
                 finally:

@@ -23,7 +23,7 @@ from ingest.pdf import ident, pdf_unit
 from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
 from kbengine.errors import InvalidInputError
 from kbengine.images import IMAGE_SUFFIXES, open_image_file
-from kbengine.schemas import NORMAL_TYPE, KnowledgeDocument
+from kbengine.schemas import KnowledgeDocument
 from kbengine.settings import Settings
 
 CARD_NAMES = ("card.yaml", "card.yml", "card.md")
@@ -212,5 +212,3 @@ def _walk(root: Path, overrides: Overrides, settings: Settings) -> Iterator[Sour
             yield from folder_units(folder, images, overrides, settings)
         stack.sort(reverse=True)
 
-
-__all__ = ["NORMAL_TYPE", "Skipped", "discover", "key_of"]

@@ -71,6 +71,7 @@ class Ingestor:
         options = overrides.model_dump_json() + f"|chunk={self.settings.text_chunk_chars}"
         found = list(discover([Path(p) for p in paths], overrides, self.settings))
         self._pending: list[tuple[_InFlight, LockItem]] = []
+        self._pending_images = 0
         self._report = report
         self._docs: set[str] = set()
         try:
@@ -125,7 +126,8 @@ class Ingestor:
                 flight.locks += 1
                 flight.doc_ids.add(item.doc.doc_id)
                 self._pending.append((flight, item))
-                if sum(1 for _, i in self._pending if i.kind != "text") >= self.batch_size:
+                self._pending_images += item.kind != "text"
+                if self._pending_images >= self.batch_size or len(self._pending) >= 8 * self.batch_size:
                     self._flush()
         except InvalidInputError as e:
             self._fail(flight, str(e).removeprefix(f"{unit.key}: "), strict)
@@ -150,6 +152,7 @@ class Ingestor:
 
     # -- batches ----------------------------------------------------------------------------
     def _flush(self) -> None:
+        self._pending_images = 0
         while self._pending:
             batch, self._pending = self._pending[: self.batch_size * 4], self._pending[self.batch_size * 4 :]
             self._store_batch(batch)

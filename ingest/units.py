@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from kbengine.schemas import KnowledgeDocument, LockKind, TextSections
+from kbengine.schemas import KnowledgeDocument, LockKind
 
 DEFAULT_DOMAIN = "industrial"
 NAMESPACE = uuid.UUID("6f1c1a52-3c1e-5b8a-9a57-2f7e0d3c4b11")
@@ -127,16 +127,3 @@ def make_title(category: str, defect_type: str) -> str:
     pretty = defect_type.replace("_", " ")
     return f"{category}: normal reference" if defect_type == "good" else f"{category}: {pretty}"
 
-
-__all__ = [
-    "LockItem",
-    "Overrides",
-    "SourceUnit",
-    "TextSections",
-    "chunk_text",
-    "doc_id",
-    "lock_id",
-    "lock_sha",
-    "make_title",
-    "text_items",
-]

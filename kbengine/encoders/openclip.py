@@ -127,7 +127,6 @@ class OpenClipEncoder:
         self.model = clip.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model)
-        dim = int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 0
         with torch.inference_mode():
             dim = int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1])
         source = "local-dir" if model.startswith("local-dir:") else Path(pretrained).name

@@ -1,5 +1,6 @@
-"""Qdrant server or cluster through qdrant-client (``--url``); ``:memory:`` runs the same code
-path in-process, which the tests use when no server is configured."""
+"""Qdrant server or cluster through qdrant-client (``--url``); ``:memory:`` (and ``path:DIR``,
+qdrant-client's on-disk local mode) run the same code path in-process: the tests use
+``:memory:`` when no server is configured."""
 
 from __future__ import annotations
 
@@ -58,12 +59,14 @@ class ServerStore:
         self.collection = collection
         self.location = f"{url} collection {collection}"
         self.exact = exact
-        self.local = url == ":memory:"
+        self.local = url == ":memory:" or url.startswith("path:")
         self.shard_number = shard_number
         self.replication_factor = replication_factor
         try:
             if url == ":memory:":
                 self.client = QdrantClient(location=":memory:")
+            elif url.startswith("path:"):
+                self.client = QdrantClient(path=url.removeprefix("path:"))
             else:
                 self.client = QdrantClient(url=url, api_key=api_key, timeout=30)
             self._exists = self.client.collection_exists(collection)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kbengine.errors import KBEngineError
+from kbengine.errors import EmptyKnowledgeBaseError, KBEngineError
 from kbengine.schemas import IngestReport, KBInfo
 from kbengine.settings import Settings
 
@@ -125,6 +125,11 @@ def ingest(
 @app.command()
 def info(kb: KbOpt = None, url: UrlOpt = None, collection: CollOpt = None, as_json: JsonOpt = False) -> None:
     """What the knowledge base holds: documents and locks per category and defect type."""
+    folder = kb or Settings().kb
+    if url is None and not Settings().qdrant_url and not (folder / "qdrant").exists():
+        raise EmptyKnowledgeBaseError(
+            f"no knowledge base at {folder}; create one with: kbengine ingest PATH --kb {folder}"
+        )
     with _open(kb, url, collection, None) as base:
         result = base.info()
     if as_json:

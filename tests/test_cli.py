@@ -40,3 +40,9 @@ def test_server_code_path_ingests_idempotently(make_kb, material, tmp_path):
     info = kb.info()
     assert info.store.startswith("server") and info.locks == first.locks_added
     assert any((tmp_path / "shared-blobs").rglob("*.png"))
+
+
+def test_info_on_a_missing_knowledge_base_says_how_to_make_one(tmp_path):
+    result = runner.invoke(app, ["info", "--kb", str(tmp_path / "nothing")])
+    assert isinstance(result.exception, Exception) and "kbengine ingest" in str(result.exception)
+    assert not (tmp_path / "nothing").exists()

@@ -3,6 +3,7 @@
 It is the only layer that writes the store.
 """
 
-from ingest.pipeline import IngestOptions, Ingestor
+from ingest.pipeline import Ingestor
+from ingest.units import Overrides
 
-__all__ = ["IngestOptions", "Ingestor"]
+__all__ = ["Ingestor", "Overrides"]

@@ -22,7 +22,7 @@ from ingest.cards import load_card
 from ingest.pdf import ident, pdf_unit
 from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
 from kbengine.errors import InvalidInputError
-from kbengine.images import IMAGE_SUFFIXES, open_image_file
+from kbengine.images import IMAGE_SUFFIXES, decode_image
 from kbengine.schemas import KnowledgeDocument
 from kbengine.settings import Settings
 
@@ -88,13 +88,13 @@ def folder_units(
 
 def image_unit(image_path: Path, doc: KnowledgeDocument, settings: Settings) -> SourceUnit:
     def parts() -> Iterator[LockItem]:
-        image = open_image_file(image_path, settings.max_image_pixels)
+        data = image_path.read_bytes()
         yield LockItem(
             doc=doc,
             kind="image",
             locator="image",
-            image=image,
-            image_bytes=image_path.read_bytes(),
+            image=decode_image(data, image_path, settings.max_image_pixels),
+            image_bytes=data,
             image_suffix=image_path.suffix.lower(),
         )
 
@@ -211,4 +211,3 @@ def _walk(root: Path, overrides: Overrides, settings: Settings) -> Iterator[Sour
         if images or has_card:
             yield from folder_units(folder, images, overrides, settings)
         stack.sort(reverse=True)
-

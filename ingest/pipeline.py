@@ -29,7 +29,6 @@ from kbengine.store import Store, StorePoint, Where
 from kbengine.store.base import SOURCE_KIND
 
 Progress = Callable[[int, int, str], None]
-IngestOptions = Overrides
 
 
 @dataclass

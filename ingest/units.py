@@ -126,4 +126,3 @@ def text_items(doc: KnowledgeDocument, limit: int, page: int | None = None, raw:
 def make_title(category: str, defect_type: str) -> str:
     pretty = defect_type.replace("_", " ")
     return f"{category}: normal reference" if defect_type == "good" else f"{category}: {pretty}"
-

@@ -125,8 +125,9 @@ def ingest(
 @app.command()
 def info(kb: KbOpt = None, url: UrlOpt = None, collection: CollOpt = None, as_json: JsonOpt = False) -> None:
     """What the knowledge base holds: documents and locks per category and defect type."""
-    folder = kb or Settings().kb
-    if url is None and not Settings().qdrant_url and not (folder / "qdrant").exists():
+    settings = Settings()
+    folder = kb or settings.kb
+    if url is None and not settings.qdrant_url and not (folder / "qdrant").exists():
         raise EmptyKnowledgeBaseError(
             f"no knowledge base at {folder}; create one with: kbengine ingest PATH --kb {folder}"
         )

@@ -85,11 +85,11 @@ class KnowledgeBase:
         progress: Any = None,
     ) -> IngestReport:
         """Ingest PDFs, document folders, image folders and MVTec-layout datasets."""
-        from ingest import IngestOptions, Ingestor
+        from ingest import Ingestor, Overrides
 
         items: Iterable[str | Path] = [paths] if isinstance(paths, str | Path) else paths
         ingestor = Ingestor(self.store, self.encoder, self.blobs, self.settings)
-        options = IngestOptions(domain=domain, category=category, defect_type=defect_type)
+        options = Overrides(domain=domain, category=category, defect_type=defect_type)
         report = ingestor.ingest(items, options, strict=strict, progress=progress)
         self.identity = self.encoder.identity
         return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -44,12 +45,17 @@ def array_to_image(array: np.ndarray) -> Image.Image:
 
 def open_image_file(path: Path, max_pixels: int) -> Image.Image:
     """Open and fully decode an image file, refusing empty, unreadable, truncated or oversized ones."""
-    if path.stat().st_size == 0:
+    return decode_image(path.read_bytes(), path, max_pixels)
+
+
+def decode_image(data: bytes, path: Path, max_pixels: int) -> Image.Image:
+    """Decode an image file's bytes (``path`` names it in errors) with the checks of :func:`open_image_file`."""
+    if not data:
         raise InvalidInputError(f"{path}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise InvalidInputError(

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.cards import load_card
-from ingest.pdf import ident, pdf_unit
+from ingest.pdf import pdf_unit
 from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
+from kbengine.datasets import ident, image_files, is_mvtec_category, source_key
 from kbengine.errors import InvalidInputError
 from kbengine.images import IMAGE_SUFFIXES, decode_image
 from kbengine.schemas import KnowledgeDocument
@@ -37,25 +38,13 @@ class Skipped:
     failure: bool
 
 
-def key_of(path: Path) -> str:
-    return str(path.absolute())
-
-
-def is_mvtec_category(folder: Path) -> bool:
-    return (folder / "train" / "good").is_dir() or ((folder / "test").is_dir() and (folder / "ground_truth").is_dir())
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def folder_units(
     folder: Path, images: list[Path], overrides: Overrides, settings: Settings
 ) -> Iterator[SourceUnit | Skipped]:
     """A document folder: one unit per image (so one bad image fails alone) and one for the card's text.
 
     A card that cannot be read fails the folder: its images are not stored under guessed metadata."""
-    key = key_of(folder)
+    key = source_key(folder)
     try:
         card, card_path = load_card(folder)
     except InvalidInputError as e:
@@ -82,7 +71,7 @@ def folder_units(
             yield from text_items(doc, settings.text_chunk_chars)
 
         yield SourceUnit(
-            key=key_of(card_path), kind="card", files=[card_path], parts=parts, extra=doc.model_dump_json()
+            key=source_key(card_path), kind="card", files=[card_path], parts=parts, extra=doc.model_dump_json()
         )
 
 
@@ -99,7 +88,7 @@ def image_unit(image_path: Path, doc: KnowledgeDocument, settings: Settings) -> 
         )
 
     return SourceUnit(
-        key=key_of(image_path), kind="image", files=[image_path], parts=parts, extra=doc.model_dump_json()
+        key=source_key(image_path), kind="image", files=[image_path], parts=parts, extra=doc.model_dump_json()
     )
 
 
@@ -119,15 +108,15 @@ def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Itera
             yield Skipped(str(directory), str(e), failure=True)
             continue
         doc = KnowledgeDocument(
-            doc_id=doc_id(key_of(folder), defect_type),
+            doc_id=doc_id(source_key(folder), defect_type),
             domain=domain,
             category=category,
             defect_type=defect_type,
             title=card.title or make_title(category, defect_type),
             sections=card.sections(),
-            source=key_of(folder),
+            source=source_key(folder),
         )
-        for image_path in _image_files(directory):
+        for image_path in image_files(directory):
             yield image_unit(image_path, doc, settings)
 
 
@@ -147,7 +136,7 @@ def discover(paths: list[Path], overrides: Overrides, settings: Settings) -> Ite
 def _file(path: Path, overrides: Overrides, settings: Settings, explicit: bool) -> Iterator[SourceUnit | Skipped]:
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        yield pdf_unit(path, key_of(path), overrides, settings)
+        yield pdf_unit(path, source_key(path), overrides, settings)
     elif suffix in IMAGE_SUFFIXES and explicit:
         yield folder_unit_for_file(path, overrides, settings)
     elif explicit:
@@ -159,12 +148,12 @@ def _file(path: Path, overrides: Overrides, settings: Settings, explicit: bool) 
 def folder_unit_for_file(path: Path, overrides: Overrides, settings: Settings) -> SourceUnit:
     category = ident(overrides.category or path.parent.name)
     doc = KnowledgeDocument(
-        doc_id=doc_id(key_of(path)),
+        doc_id=doc_id(source_key(path)),
         domain=overrides.domain or DEFAULT_DOMAIN,
         category=category,
         defect_type=ident(overrides.defect_type or "unspecified"),
         title=path.stem,
-        source=key_of(path),
+        source=source_key(path),
     )
     return image_unit(path, doc, settings)
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ingest.cards import SECTION_NAMES, Sidecar, load_sidecar, sidecar_path
 from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
+from kbengine.datasets import ident
 from kbengine.errors import InvalidInputError
 from kbengine.images import to_rgb
 from kbengine.schemas import KnowledgeDocument, TextSections
@@ -26,11 +27,6 @@ _SECTION = re.compile(
     r"\s*:?\s*(.*)$",
     re.IGNORECASE,
 )
-
-
-def ident(value: str) -> str:
-    """Normalise a category or defect type: lower case, words joined by underscores."""
-    return re.sub(r"[\s\-]+", "_", value.strip().lower())
 
 
 def parse_page_text(text: str) -> tuple[dict[str, str], str | None, TextSections | None]:

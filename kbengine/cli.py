@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from kbengine.errors import EmptyKnowledgeBaseError, KBEngineError
-from kbengine.schemas import IngestReport, KBInfo
+from kbengine.schemas import IngestReport, KBInfo, SeekEvalReport, SeekResult
 from kbengine.settings import Settings
 
 app = typer.Typer(
@@ -31,6 +31,13 @@ UrlOpt = Annotated[str | None, typer.Option("--url", help="Qdrant server URL (KB
 CollOpt = Annotated[str | None, typer.Option("--collection", help="Collection name in server mode.")]
 EncOpt = Annotated[str | None, typer.Option("--encoder", help="auto | packaged | open_clip (KBENGINE_ENCODER).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+StrategyOpt = Annotated[
+    str, typer.Option("--strategy", "-s", help="kde (Q2K: Bayesian mixture + KDE-weighted clusters) | topk | mmr.")
+]
+KOpt = Annotated[int, typer.Option("-k", "--k", min=1, help="How many knowledge documents to return.")]
+
+eval_app = typer.Typer(help="Evaluate kbengine on a dataset: seek accuracy, ...", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 
 @app.callback()
@@ -93,6 +100,186 @@ def print_info(info: KBInfo) -> None:
     for e in info.entries:
         table.add_row(e.category, e.defect_type, str(e.documents), *(str(e.locks.get(k, 0)) for k in kinds))
     out.print(table)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_seek(result: SeekResult) -> None:
+    text = f' + text "{result.text}"' if result.text else ""
+    filters = ", ".join(f"{k}={v}" for k, v in result.filters.items())
+    out.print(
+        f"seek {escape(result.query)}{escape(text)} {escape(f'[{result.encoder}]')} "
+        f"strategy {result.strategy}, k={result.k}" + (f", {escape(filters)}" if filters else ""),
+        highlight=False,
+    )
+    t = result.predicted_defect_type
+    if t is not None:
+        runner = t.ranking[1] if len(t.ranking) > 1 else None
+        versus = f" over {runner.category}/{runner.defect_type}" if runner else ""
+        out.print(
+            f"predicted defect type: [bold]{t.category}/{t.defect_type}[/bold] "
+            f"(similarity {t.similarity:.3f}, margin {_fmt(t.margin)}{versus})",
+            highlight=False,
+        )
+    if result.hits:
+        table = Table("#", "score", "fused", "category", "defect type", "best lock", "cluster (W)")
+        for h in result.hits:
+            lock = h.best_lock
+            where = f"{lock.kind}" + (f" p.{lock.page}" if lock.page else "") + f" [{lock.pipeline}]"
+            cluster = "-" if h.cluster is None else f"{h.cluster} ({_fmt(h.cluster_weight, 2)})"
+            table.add_row(
+                str(h.rank),
+                _fmt(h.score),
+                _fmt(h.fused_score),
+                h.category,
+                h.defect_type,
+                where,
+                cluster,
+            )
+        out.print(table)
+        for h in result.hits:
+            detail = h.sections.description or h.sections.appearance
+            lines = [f"{h.rank}. {escape(h.title)} — {escape(h.source)}" + (f" (page {h.page})" if h.page else "")]
+            if detail:
+                lines.append(f"   {escape(detail)}")
+            if h.image_path:
+                lines.append(f"   image: {escape(h.image_path)}")
+            out.print("\n".join(lines), highlight=False)
+    d = result.diagnostics
+    if d.clusters:
+        parts = [f"#{c.index} mean {c.mean:.3f} n={c.size} W={c.kde_weight:.3g} took {c.taken}" for c in d.clusters]
+        out.print(f"clusters: K={d.k_clusters}: " + "; ".join(parts), highlight=False)
+    out.print(
+        f"{len(d.scores)} documents from {d.candidate_locks} candidate locks "
+        f"({', '.join(p.name for p in d.pipelines)}); "
+        + ", ".join(f"{name} {ms:.0f} ms" for name, ms in d.timings_ms.items()),
+        highlight=False,
+    )
+    if result.note:
+        err.print(f"note: {result.note}", highlight=False, markup=False)
+
+
+@app.command()
+def seek(
+    image: Annotated[Path, typer.Argument(help="The query image (a photo of the part).")],
+    k: KOpt = 5,
+    strategy: StrategyOpt = "kde",
+    category: Annotated[str | None, typer.Option(help="Only knowledge of this category.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only knowledge of this domain.")] = None,
+    defect_type: Annotated[str | None, typer.Option(help="Only knowledge of this defect type.")] = None,
+    text: Annotated[str | None, typer.Option(help="A text query to combine with the image (hybrid).")] = None,
+    include_normal: Annotated[
+        bool, typer.Option(help="Also return normal ('good') references (left out by default).")
+    ] = False,
+    candidates: Annotated[
+        int | None, typer.Option(min=1, help="Candidate locks per pipeline, M (default 256).")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw scores, mixture, KDE and the taken candidates to this file.")
+    ] = None,
+    kb: KbOpt = None,
+    url: UrlOpt = None,
+    collection: CollOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Q2K RAG: the knowledge documents that explain this image, and why they were chosen."""
+    with _open(kb, url, collection, None) as base:
+        result = base.seek(
+            image,
+            k=k,
+            strategy=strategy,
+            category=category,
+            text=text,
+            domain=domain,
+            defect_type=defect_type,
+            include_normal=include_normal,
+            candidates=candidates,
+        )
+    if plot is not None:
+        from retrieval.plot import plot_seek
+
+        plot_seek(result, plot)
+    if as_json:
+        out.print_json(result.model_dump_json())
+    else:
+        print_seek(result)
+        if plot is not None:
+            out.print(f"plot written to {plot}")
+
+
+def print_seek_eval(report: SeekEvalReport) -> None:
+    out.print(
+        f"seek accuracy on {escape(report.dataset)} against {escape(report.knowledge)} "
+        f"(strategy {report.strategy}, k={report.k}, {report.overall.queries} queries, {report.seconds:.0f}s)",
+        highlight=False,
+    )
+    table = Table("category", "queries", "type top-1", "type top-3", "category top-1", "category top-3", "centroid")
+    for row in [*report.rows, report.overall]:
+        table.add_row(
+            row.category,
+            str(row.queries),
+            f"{row.top1:.1%}",
+            f"{row.top3:.1%}",
+            f"{row.category_top1:.1%}",
+            f"{row.category_top3:.1%}",
+            "-" if row.type_accuracy is None else f"{row.type_accuracy:.1%}",
+            end_section=row is report.rows[-1],
+        )
+    out.print(table)
+
+
+@eval_app.command("seek")
+def eval_seek_command(
+    dataset: Annotated[Path, typer.Argument(help="An MVTec-layout dataset (root or one category).")],
+    k: KOpt = 5,
+    strategy: StrategyOpt = "kde",
+    category: Annotated[list[str] | None, typer.Option(help="Only these categories (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many queries per category.")] = None,
+    kb: Annotated[
+        Path | None,
+        typer.Option("--kb", help="Query this knowledge base instead of leave-one-out on the dataset itself."),
+    ] = None,
+    url: UrlOpt = None,
+    collection: CollOpt = None,
+    encoder: EncOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Seek accuracy: each defective test image queries the knowledge; is the right (category,
+    defect type) document first, in the top 3? Leave-one-out on the dataset unless --kb/--url."""
+    from kbengine.evaluation import eval_seek
+
+    settings = Settings() if encoder is None else Settings(encoder=encoder)
+    bar, update = _progress("seeking")
+    with bar:
+        if kb is not None or url is not None:
+            with _open(kb, url, collection, encoder) as base:
+                report = eval_seek(
+                    dataset,
+                    settings,
+                    kb=base,
+                    strategy=strategy,
+                    k=k,
+                    categories=category,
+                    limit=limit,
+                    progress=update,
+                )
+        else:
+            report = eval_seek(
+                dataset,
+                settings,
+                strategy=strategy,
+                k=k,
+                categories=category,
+                limit=limit,
+                progress=update,
+                ingest_progress=update,
+            )
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        print_seek_eval(report)
 
 
 @app.command()

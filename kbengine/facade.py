@@ -6,12 +6,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from retrieval import Seeker
 
 from kbengine.blobs import BlobStore
 from kbengine.encoders import Encoder, EncoderIdentity, get_encoder
 from kbengine.errors import KBEngineError
-from kbengine.schemas import CategoryInfo, IngestReport, KBInfo
+from kbengine.images import ImageInput
+from kbengine.schemas import CategoryInfo, IngestReport, KBInfo, SeekResult
 from kbengine.settings import Settings
 from kbengine.store import Store, get_store
 from kbengine.store.base import SOURCE_KIND, Where
@@ -33,6 +37,7 @@ class KnowledgeBase:
         self.identity: EncoderIdentity | None = store.read_identity()
         blob_root = settings.blob_dir or (settings.kb / "blobs")
         self.blobs = BlobStore(Path(blob_root))
+        self._seeker: Seeker | None = None
         if settings.encoder != "auto" and encoder is None:
             self._encoder = get_encoder(settings, self.identity)
 
@@ -92,7 +97,49 @@ class KnowledgeBase:
         options = Overrides(domain=domain, category=category, defect_type=defect_type)
         report = ingestor.ingest(items, options, strict=strict, progress=progress)
         self.identity = self.encoder.identity
+        if self._seeker is not None:
+            self._seeker.centroids.invalidate()
         return report
+
+    @property
+    def seeker(self) -> Seeker:
+        """The retrieval layer on this knowledge base (it caches the type centroids)."""
+        if self._seeker is None:
+            from retrieval import Seeker
+
+            self._seeker = Seeker(self.store, self.encoder, self.blobs, self.settings)
+        return self._seeker
+
+    def seek(
+        self,
+        image: ImageInput,
+        k: int = 5,
+        strategy: str = "kde",
+        category: str | None = None,
+        text: str | None = None,
+        *,
+        domain: str | None = None,
+        defect_type: str | None = None,
+        include_normal: bool = False,
+        candidates: int | None = None,
+        exclude_sources: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> SeekResult:
+        """Q2K RAG: the ``k`` knowledge documents for ``image`` (strategy ``kde``, ``topk`` or
+        ``mmr``), optionally filtered and with a text query; see :mod:`retrieval`."""
+        return self.seeker.seek(
+            image,
+            k,
+            strategy,
+            category=category,
+            domain=domain,
+            defect_type=defect_type,
+            text=text,
+            include_normal=include_normal,
+            candidates=candidates,
+            exclude_sources=exclude_sources,
+            seed=seed,
+        )
 
     def info(self) -> KBInfo:
         """What the knowledge base holds, per (category, defect type)."""

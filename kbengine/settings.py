@@ -51,3 +51,12 @@ class Settings(BaseSettings):
     )
     min_figure_side: int = Field(32, description="Embedded PDF images smaller than this are skipped.")
     text_chunk_chars: int = Field(800, ge=100, description="Text locks hold at most this many characters.")
+
+    # Seek (Q2K retrieval)
+    seek_candidates: int = Field(256, ge=1, description="Candidate locks (M) each retrieval pipeline asks for.")
+    seek_max_clusters: int = Field(5, ge=1, description="Most components the Bayesian mixture may use.")
+    seek_seed: int = Field(0, description="Seed of the mixture fit: seek is deterministic for a seed.")
+    mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only.")
+    cache_dir: Path | None = Field(
+        None, description="Derived data (type centroids); default <kb>/cache, none in server mode unless set."
+    )

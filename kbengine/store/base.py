@@ -48,9 +48,12 @@ class StorePoint(BaseModel):
 
 
 class Hit(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     id: str
     score: float
     payload: dict[str, Any]
+    vector: np.ndarray | None = Field(None, description="The named vector, when it was asked for.")
 
 
 class Store(Protocol):
@@ -73,12 +76,17 @@ class Store(Protocol):
 
     def count(self, where: Where | None = None) -> int: ...
 
-    def scroll(self, where: Where | None = None, fields: Sequence[str] | None = None) -> Iterator[Hit]:
-        """All matching points' payloads (``fields`` only, when given); score is 0."""
+    def scroll(
+        self, where: Where | None = None, fields: Sequence[str] | None = None, vector: str | None = None
+    ) -> Iterator[Hit]:
+        """All matching points' payloads (``fields`` only, when given) and, when ``vector`` names
+        one, that vector (points without it are left out); score is 0."""
         ...
 
-    def search(self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None) -> list[Hit]:
-        """The ``limit`` nearest locks by cosine similarity."""
+    def search(
+        self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None, with_vector: bool = False
+    ) -> list[Hit]:
+        """The ``limit`` nearest locks by cosine similarity, best first."""
         ...
 
     def finish_writes(self) -> None:
@@ -86,6 +94,23 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def named_vector(raw: Any, name: str) -> np.ndarray | None:
+    """The ``name`` vector out of a backend's vector field (a dict of named vectors)."""
+    if isinstance(raw, Mapping) and raw.get(name) is not None:
+        return np.asarray(raw[name], np.float32)
+    return None
+
+
+def scored_hit(point: Any, vector_name: str | None) -> Hit:
+    """A backend's scored point (``id``, ``score``, ``payload``, ``vector``) as a :class:`Hit`."""
+    return Hit(
+        id=str(point.id),
+        score=float(point.score),
+        payload=dict(point.payload or {}),
+        vector=named_vector(point.vector, vector_name) if vector_name else None,
+    )
 
 
 def meta_payload(identity: EncoderIdentity) -> dict[str, Any]:

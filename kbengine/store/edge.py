@@ -28,6 +28,8 @@ from kbengine.store.base import (
     Where,
     identity_from_meta,
     meta_payload,
+    named_vector,
+    scored_hit,
     with_meta_excluded,
 )
 
@@ -124,7 +126,9 @@ class EdgeStore:
             return 0
         return int(self.shard.count(self.q.CountRequest(filter=_filter(self.q, with_meta_excluded(where)))))
 
-    def scroll(self, where: Where | None = None, fields: Sequence[str] | None = None) -> Iterator[Hit]:
+    def scroll(
+        self, where: Where | None = None, fields: Sequence[str] | None = None, vector: str | None = None
+    ) -> Iterator[Hit]:
         if self.shard is None:
             return
         q = self.q
@@ -133,14 +137,25 @@ class EdgeStore:
         with_payload: Any = list(fields) if fields else True
         while True:
             records, offset = self.shard.scroll(
-                q.ScrollRequest(offset=offset, limit=1024, filter=flt, with_payload=with_payload)
+                q.ScrollRequest(
+                    offset=offset,
+                    limit=1024,
+                    filter=flt,
+                    with_payload=with_payload,
+                    with_vector=[vector] if vector else None,
+                )
             )
             for r in records:
-                yield Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {}))
+                if vector is None:
+                    yield Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {}))
+                elif (found := named_vector(r.vector, vector)) is not None:
+                    yield Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {}), vector=found)
             if offset is None:
                 return
 
-    def search(self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None) -> list[Hit]:
+    def search(
+        self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None, with_vector: bool = False
+    ) -> list[Hit]:
         if self.shard is None:
             return []
         q = self.q
@@ -149,11 +164,10 @@ class EdgeStore:
             query=q.Query.Nearest(np.asarray(vector, np.float32).tolist(), using=vector_name),
             filter=_filter(q, where),
             with_payload=True,
+            with_vector=[vector_name] if with_vector else None,
             params=q.SearchParams(exact=True) if self.exact else None,
         )
-        return [
-            Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in self.shard.query(request)
-        ]
+        return [scored_hit(p, vector_name if with_vector else None) for p in self.shard.query(request)]
 
     def finish_writes(self) -> None:
         if self.shard is None:

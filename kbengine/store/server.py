@@ -20,6 +20,8 @@ from kbengine.store.base import (
     Where,
     identity_from_meta,
     meta_payload,
+    named_vector,
+    scored_hit,
     with_meta_excluded,
 )
 
@@ -123,7 +125,9 @@ class ServerStore:
         flt = _filter(self.m, with_meta_excluded(where))
         return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
 
-    def scroll(self, where: Where | None = None, fields: Sequence[str] | None = None) -> Iterator[Hit]:
+    def scroll(
+        self, where: Where | None = None, fields: Sequence[str] | None = None, vector: str | None = None
+    ) -> Iterator[Hit]:
         if not self._exists:
             return
         offset = None
@@ -135,13 +139,19 @@ class ServerStore:
                 limit=1024,
                 offset=offset,
                 with_payload=list(fields) if fields else True,
+                with_vectors=[vector] if vector else False,
             )
             for r in records:
-                yield Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {}))
+                if vector is None:
+                    yield Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {}))
+                elif (found := named_vector(r.vector, vector)) is not None:
+                    yield Hit(id=str(r.id), score=0.0, payload=dict(r.payload or {}), vector=found)
             if offset is None:
                 return
 
-    def search(self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None) -> list[Hit]:
+    def search(
+        self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None, with_vector: bool = False
+    ) -> list[Hit]:
         if not self._exists:
             return []
         result = self.client.query_points(
@@ -151,9 +161,10 @@ class ServerStore:
             limit=limit,
             query_filter=_filter(self.m, where),
             with_payload=True,
-            search_params=self.m.SearchParams(exact=True) if self.exact else None,
+            with_vectors=[vector_name] if with_vector else False,
+            search_params=self.m.SearchParams(exact=True) if self.exact and not self.local else None,
         )
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in result.points]
+        return [scored_hit(p, vector_name if with_vector else None) for p in result.points]
 
     def finish_writes(self) -> None:
         """The server indexes on its own."""

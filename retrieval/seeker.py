@@ -1,0 +1,340 @@
+"""Q2K RAG end to end: key embedding -> pipelines -> documents -> strategy -> ``SeekResult``.
+
+Normal references in seek. A user who shows a part wants the defect knowledge that explains it,
+and a global embedding mostly describes the object: the normal photos of the same product would
+crowd the defect documents out of the top ranks. So seek leaves documents of defect type ``good``
+out unless ``include_normal=True`` or ``defect_type="good"`` is asked for. They stay in the
+knowledge base for the AD Expert, whose normal-reference memory bank is built from them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from kbengine.blobs import BlobStore
+from kbengine.encoders.base import Encoder
+from kbengine.errors import EmptyKnowledgeBaseError, InvalidInputError
+from kbengine.images import ImageInput, load_image
+from kbengine.schemas import (
+    NORMAL_TYPE,
+    ClusterStat,
+    LockMatch,
+    PipelineStat,
+    SeekDiagnostics,
+    SeekHit,
+    SeekResult,
+    TextSections,
+    TypePrediction,
+)
+from kbengine.settings import Settings
+from kbengine.store.base import Store, Where
+from retrieval.candidates import Candidates, DocCandidate, LockHit, Pipeline, gather
+from retrieval.centroids import CentroidCache, TypeCentroids, predict_type
+from retrieval.sampling import STRATEGIES, Selection, Strategy, select
+
+
+def describe(image: ImageInput) -> str:
+    if isinstance(image, str | Path):
+        return str(image)
+    if isinstance(image, np.ndarray):
+        return f"<array {'x'.join(map(str, image.shape))}>"
+    return f"<image {image.size[0]}x{image.size[1]}>"
+
+
+class Seeker:
+    """Seeks knowledge in one knowledge base (the facade holds one; ``KnowledgeBase.seek``)."""
+
+    def __init__(self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.blobs = blobs
+        self.settings = settings
+        folder = settings.cache_dir or (settings.kb / "cache" if settings.qdrant_url is None else None)
+        self.centroids = CentroidCache(store, folder)
+
+    def seek(
+        self,
+        image: ImageInput,
+        k: int = 5,
+        strategy: str = "kde",
+        *,
+        category: str | None = None,
+        domain: str | None = None,
+        defect_type: str | None = None,
+        text: str | None = None,
+        include_normal: bool = False,
+        candidates: int | None = None,
+        exclude_sources: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> SeekResult:
+        """Rank the knowledge documents for ``image`` (and ``text``, when given)."""
+        if k < 1:
+            raise InvalidInputError(f"k must be at least 1, got {k}")
+        if strategy not in STRATEGIES:
+            raise InvalidInputError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if text is not None and not text.strip():
+            raise InvalidInputError("the text query is empty; leave it out or give some words")
+        limit = candidates or self.settings.seek_candidates
+        if limit < 1:
+            raise InvalidInputError(f"candidates must be at least 1, got {limit}")
+        if self.store.count() == 0:
+            raise EmptyKnowledgeBaseError(
+                f"the knowledge base at {self.store.location} holds no knowledge yet; add some with: "
+                "kbengine ingest PATH"
+            )
+        seed = self.settings.seek_seed if seed is None else seed
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        key = self._image_key(image)
+        pipelines = self._pipelines(key, text)
+        timings["embed"] = _lap(clock)
+
+        clock = time.perf_counter()
+        where = self._where(domain, category, defect_type, include_normal, exclude_sources)
+        found = gather(
+            self.store,
+            pipelines,
+            where,
+            limit,
+            want_documents=max(4 * k, 32),
+            with_vector=strategy == "mmr",
+        )
+        timings["search"] = _lap(clock)
+
+        clock = time.perf_counter()
+        docs = found.documents
+        scores = np.array([d.fused for d in docs], np.float64)
+        vectors = self._representatives(docs) if strategy == "mmr" else None
+        selection = select(
+            cast(Strategy, strategy),
+            scores,
+            k,
+            vectors=vectors,
+            max_clusters=self.settings.seek_max_clusters,
+            seed=seed,
+            mmr_lambda=self.settings.mmr_lambda,
+        )
+        timings["sample"] = _lap(clock)
+
+        clock = time.perf_counter()
+        hits = [self._hit(rank, docs[i], selection, key) for rank, i in enumerate(selection.indices.tolist(), 1)]
+        timings["hits"] = _lap(clock)
+
+        clock = time.perf_counter()
+        prediction = self.predict_type(key, domain=domain, category=category, exclude_sources=exclude_sources)
+        timings["type"] = _lap(clock)
+
+        filters = {n: v for n, v in (("domain", domain), ("category", category), ("defect_type", defect_type)) if v}
+        return SeekResult(
+            query=describe(image),
+            text=text,
+            strategy=strategy,
+            k=k,
+            filters=filters,
+            include_normal=include_normal,
+            encoder=self.encoder.identity.name,
+            hits=hits,
+            predicted_defect_type=prediction,
+            diagnostics=self._diagnostics(found, pipelines, docs, scores, selection, seed, timings),
+            note=self._note(hits, k, filters, selection),
+        )
+
+    # -- keys and pipelines --------------------------------------------------------------------
+    def _image_key(self, image: ImageInput) -> np.ndarray:
+        picture = load_image(image, self.settings.max_image_pixels)
+        key = self.encoder.embed_images([picture])[0]
+        if not np.all(np.isfinite(key)) or not np.any(key):
+            raise InvalidInputError(
+                f"the encoder gave a zero or non-finite embedding for {describe(image)}; the image "
+                "cannot be compared with the knowledge"
+            )
+        return key
+
+    def _pipelines(self, key: np.ndarray, text: str | None) -> list[Pipeline]:
+        identity = self.encoder.identity
+        joint = identity.joint_space and identity.text_dim is not None
+        pipelines = [Pipeline("image>image", "image", key)]
+        if joint:
+            pipelines.append(Pipeline("image>text", "text", key))
+        if text is not None:
+            if not self.encoder.has_text or identity.text_dim is None:
+                raise InvalidInputError(
+                    f"the encoder {identity.name} has no text embeddings: a text query cannot be used"
+                )
+            text_key = self.encoder.embed_texts([text])[0]
+            pipelines.append(Pipeline("text>text", "text", text_key))
+            if joint:
+                pipelines.append(Pipeline("text>image", "image", text_key))
+        return pipelines
+
+    @staticmethod
+    def _where(
+        domain: str | None,
+        category: str | None,
+        defect_type: str | None,
+        include_normal: bool,
+        exclude_sources: Sequence[str],
+    ) -> Where:
+        where = Where.of(domain=domain, category=category, defect_type=defect_type)
+        must_not: dict[str, Any] = {}
+        if not include_normal and defect_type is None:
+            must_not["defect_type"] = NORMAL_TYPE
+        if exclude_sources:
+            must_not["source"] = tuple(exclude_sources)
+        return Where(must=where.must, must_not=must_not)
+
+    def _representatives(self, docs: list[DocCandidate]) -> np.ndarray:
+        dim = self.encoder.identity.image_dim
+        rows = [d.representative(dim) for d in docs]
+        if not rows:
+            return np.zeros((0, dim), np.float32)
+        return np.stack([r if r is not None else np.zeros(dim, np.float32) for r in rows])
+
+    # -- type-level feature --------------------------------------------------------------------
+    def predict_type(
+        self,
+        key: np.ndarray,
+        *,
+        domain: str | None = None,
+        category: str | None = None,
+        exclude_sources: Sequence[str] = (),
+    ) -> TypePrediction | None:
+        """Nearest defect-type centroid; ``exclude_sources`` leaves those files' examples out."""
+        centroids: TypeCentroids = self.centroids.get()
+        if centroids.empty:
+            return None
+        if exclude_sources:
+            left_out = [
+                ((str(h.payload["domain"]), str(h.payload["category"]), str(h.payload["defect_type"])), h.vector)
+                for h in self.store.scroll(
+                    Where(must={"source": tuple(exclude_sources)}),
+                    fields=("domain", "category", "defect_type"),
+                    vector="image",
+                )
+                if h.vector is not None
+            ]
+            centroids = centroids.without(left_out)
+        return predict_type(centroids, key, domain=domain, category=category)
+
+    # -- results -------------------------------------------------------------------------------
+    def _hit(self, rank: int, doc: DocCandidate, selection: Selection, key: np.ndarray) -> SeekHit:
+        top = doc.top
+        p = top.hit.payload
+        index = int(np.flatnonzero(selection.considered == selection.indices[rank - 1])[0])
+        cluster = selection.fit.labels[index] if selection.fit is not None else None
+        weight = (
+            float(selection.cluster_weights[cluster])
+            if cluster is not None and selection.cluster_weights is not None
+            else None
+        )
+        image_lock = doc.best_image_lock() or self._image_lock_of(doc.doc_id, key)
+        return SeekHit(
+            rank=rank,
+            doc_id=doc.doc_id,
+            title=str(p.get("title") or ""),
+            domain=str(p.get("domain")),
+            category=str(p.get("category")),
+            defect_type=str(p.get("defect_type")),
+            sections=TextSections.model_validate(p.get("sections") or {}),
+            source=str(p.get("doc_source") or p.get("source")),
+            page=cast(int | None, p.get("page")),
+            score=float(top.hit.score),
+            fused_score=float(doc.fused),
+            pipeline_scores={name: float(h.hit.score) for name, h in doc.best.items()},
+            best_lock=self._lock(top),
+            image_path=self._blob_path(image_lock.hit.payload.get("blob")) if image_lock else None,
+            cluster=int(cluster) if cluster is not None else None,
+            cluster_weight=weight,
+        )
+
+    def _image_lock_of(self, doc_id: str, key: np.ndarray) -> LockHit | None:
+        """The document's image lock nearest the query, when no pipeline returned one."""
+        found = self.store.search("image", key, 1, Where(must={"doc_id": doc_id}))
+        return LockHit(found[0], "image>image", "image") if found and found[0].payload.get("blob") else None
+
+    def _lock(self, lock: LockHit) -> LockMatch:
+        p = lock.hit.payload
+        return LockMatch(
+            id=lock.hit.id,
+            kind=p.get("kind", "image"),
+            pipeline=lock.pipeline,
+            score=float(lock.hit.score),
+            page=p.get("page"),
+            text=p.get("text"),
+            image_path=self._blob_path(p.get("blob")),
+        )
+
+    def _blob_path(self, blob: object) -> str | None:
+        return str(self.blobs.path(str(blob)).absolute()) if blob else None
+
+    @staticmethod
+    def _diagnostics(
+        found: Candidates,
+        pipelines: list[Pipeline],
+        docs: list[DocCandidate],
+        scores: np.ndarray,
+        selection: Selection,
+        seed: int,
+        timings: dict[str, float],
+    ) -> SeekDiagnostics:
+        order = selection.considered
+        fit = selection.fit
+        clusters: list[ClusterStat] = []
+        if fit is not None and selection.cluster_weights is not None and selection.takes is not None:
+            sizes = np.bincount(fit.labels, minlength=fit.k)
+            clusters = [
+                ClusterStat(
+                    index=i,
+                    size=int(sizes[i]),
+                    mean=float(fit.means[i]),
+                    variance=float(fit.variances[i]),
+                    mixture_weight=float(fit.mixture_weights[i]),
+                    kde_weight=float(selection.cluster_weights[i]),
+                    taken=int(selection.takes[i]),
+                )
+                for i in range(fit.k)
+            ]
+        return SeekDiagnostics(
+            pipelines=[
+                PipelineStat(
+                    name=p.name,
+                    vector=p.vector,
+                    weight=p.weight,
+                    locks=found.locks_per_pipeline.get(p.name, 0),
+                    documents=found.documents_per_pipeline.get(p.name, 0),
+                )
+                for p in pipelines
+            ],
+            candidate_locks=sum(found.locks_per_pipeline.values()),
+            doc_ids=[docs[i].doc_id for i in order.tolist()],
+            scores=[float(scores[i]) for i in order.tolist()],
+            dropped_nonfinite=len(docs) - len(order),
+            k_clusters=fit.k if fit is not None else None,
+            labels=fit.labels.tolist() if fit is not None else None,
+            clusters=clusters,
+            kde_log_density=selection.log_density.tolist() if selection.log_density is not None else None,
+            kde_bandwidth=selection.bandwidth,
+            seed=seed,
+            timings_ms=timings,
+        )
+
+    @staticmethod
+    def _note(hits: list[SeekHit], k: int, filters: dict[str, str], selection: Selection) -> str | None:
+        if not hits:
+            where = ", ".join(f"{n}={v!r}" for n, v in filters.items())
+            if where:
+                return f"no knowledge matches {where}; `kbengine info` lists what the knowledge base holds"
+            return "no defect knowledge to compare with (only normal references?); try include_normal"
+        if len(hits) < k:
+            return f"only {len(selection.considered)} document(s) qualify, fewer than k={k}"
+        return None
+
+
+def _lap(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

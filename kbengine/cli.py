@@ -344,7 +344,11 @@ def demo(
         return
     print_report(result.report)
     print_info(result.info)
-    out.print(f"Knowledge base ready at {result.kb}. Try: kbengine info --kb {result.kb}")
+    print_seek(result.seek)
+    out.print(
+        f"Knowledge base ready at {result.kb}. Try: kbengine seek {result.query} --kb {result.kb} --plot scores.png",
+        highlight=False,
+    )
 
 
 def run() -> None:

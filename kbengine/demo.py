@@ -11,8 +11,11 @@ from pydantic import BaseModel
 from kbengine import synth
 from kbengine.encoders import resolve_backend
 from kbengine.facade import KnowledgeBase
-from kbengine.schemas import IngestReport, KBInfo
+from kbengine.schemas import IngestReport, KBInfo, SeekResult
 from kbengine.settings import Settings
+
+DEMO_QUERY_SEED = 90_001
+"""A part the generated material does not hold."""
 
 
 class DemoResult(BaseModel):
@@ -20,6 +23,8 @@ class DemoResult(BaseModel):
     kb: str
     report: IngestReport
     info: KBInfo
+    query: str
+    seek: SeekResult
 
 
 def run_demo(
@@ -36,7 +41,12 @@ def run_demo(
         )
     say(f"Writing generated material to {root / 'material'} ...")
     material = synth.write_demo_material(root / "material")
+    query = root / "query" / "tile_crack.png"
+    query.parent.mkdir(parents=True, exist_ok=True)
+    synth.sample("tile", "crack", seed=DEMO_QUERY_SEED)[0].save(query)
     with KnowledgeBase.open(settings=settings) as kb:
         report = kb.ingest([material["catalogue"], material["documents"], material["dataset"]])
         info = kb.info()
-    return DemoResult(root=str(root), kb=str(settings.kb), report=report, info=info)
+        say(f"Seeking the tile knowledge for a new photo of a cracked tile ({query}) ...")
+        found = kb.seek(query, k=3, category="tile")
+    return DemoResult(root=str(root), kb=str(settings.kb), report=report, info=info, query=str(query), seek=found)

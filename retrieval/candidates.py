@@ -70,7 +70,7 @@ class DocCandidate:
         return self.top.hit.payload
 
     def best_image_lock(self) -> LockHit | None:
-        image = [h for h in self.best.values() if h.vector_name == "image" and h.hit.payload.get("blob")]
+        image = [h for h in self.best.values() if h.vector_name == "image"]
         return max(image, key=lambda h: _finite(h.hit.score)) if image else None
 
     def representative(self, dim: int) -> np.ndarray | None:

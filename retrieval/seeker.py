@@ -254,9 +254,9 @@ class Seeker:
         )
 
     def _image_lock_of(self, doc_id: str, key: np.ndarray) -> LockHit | None:
-        """The document's image lock nearest the query, when no pipeline returned one."""
+        """The document's image lock nearest the query, when only text pipelines found it."""
         found = self.store.search("image", key, 1, Where(must={"doc_id": doc_id}))
-        return LockHit(found[0], "image>image", "image") if found and found[0].payload.get("blob") else None
+        return LockHit(found[0], "image>image", "image") if found else None
 
     def _lock(self, lock: LockHit) -> LockMatch:
         p = lock.hit.payload

@@ -13,7 +13,7 @@ from kbengine.schemas import KBInfo
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["ingest"], ["info"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["ingest"], ["info"], ["demo"], ["seek"], ["eval"], ["eval", "seek"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -26,6 +26,8 @@ def test_demo_builds_a_knowledge_base(tmp_path, monkeypatch):
     data = json.loads(result.stdout)
     assert data["report"]["failed"] == [] and data["report"]["pages"] == 9
     assert {e["category"] for e in data["info"]["entries"]} == {"tile", "fabric", "disc"}
+    seek = data["seek"]
+    assert seek["hits"][0]["category"] == "tile" and seek["predicted_defect_type"]["defect_type"] == "crack"
     info = runner.invoke(app, ["info", "--kb", str(tmp_path / "kb"), "--json"])
     assert info.exit_code == 0
     assert KBInfo.model_validate_json(info.stdout).locks == data["info"]["locks"]

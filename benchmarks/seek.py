@@ -1,0 +1,171 @@
+"""Seek benchmark: latency of each Q2K stage at N locks in the embedded store, and peak RSS.
+
+    python benchmarks/seek.py                       # N = 1k, 10k, 100k, each in a fresh process
+    python benchmarks/seek.py --sizes 10000 --queries 50
+
+The locks are random unit vectors of the packaged encoder's dimension (1280), each its own
+document (so M = 256 candidate locks are 256 candidate documents: the sampler's worst case),
+with category/defect-type payloads. The queries are generated part photos embedded by the real
+packaged encoder. Printed per N, p50/p95 in ms over the queries:
+
+- key: the encoder's per-image key embedding;
+- search: the store's top-M search alone;
+- topk, kde, mmr: ``kb.seek`` end to end (key + search + selection + result) per strategy;
+- sample:<strategy>: the selection stage alone (from the result's diagnostics);
+- kde-topk: what KDE sampling adds over top-k, paired per query (the selection stages);
+- the first seek's one-time type-centroid build (cached on disk afterwards), and peak RSS (also
+  as it stood before the first seek: filling the store and loading the encoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+
+def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, seed: int = 0) -> float:
+    """Write ``n`` random locks (and one source marker per 1000) straight into the store."""
+    from kbengine.encoders.base import EncoderIdentity
+    from kbengine.settings import Settings
+    from kbengine.store import StorePoint, get_store
+
+    rng = np.random.default_rng(seed)
+    store = get_store(Settings(kb=kb_path))
+    store.ensure_collection(EncoderIdentity(name=name, image_dim=dim, text_dim=text_dim, joint_space=False))
+    start = time.perf_counter()
+    for lo in range(0, n, 5000):
+        count = min(5000, n - lo)
+        vectors = rng.normal(size=(count, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        batch = [
+            StorePoint(
+                id=str(uuid.UUID(int=(lo + i) + 1)),
+                vectors={"image": vectors[i]},
+                payload={
+                    "doc_id": f"doc{lo + i}",
+                    "domain": "industrial",
+                    "category": f"cat{(lo + i) % 10}",
+                    "defect_type": f"defect{(lo + i) % 5}",
+                    "title": f"document {lo + i}",
+                    "kind": "image",
+                    "source": f"/bench/{(lo + i) // 1000}",
+                    "source_sha": "0",
+                    "blob": None,
+                },
+            )
+            for i in range(count)
+        ]
+        store.upsert(batch)
+    markers = [
+        StorePoint(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-source-{s}")),
+            vectors={},
+            payload={"kind": "source", "source": f"/bench/{s}", "source_sha": "0"},
+        )
+        for s in range((n + 999) // 1000)
+    ]
+    store.upsert(markers)
+    store.finish_writes()
+    store.close()
+    return time.perf_counter() - start
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+
+
+def one(n: int, queries: int) -> dict[str, object]:
+    from kbengine import synth
+    from kbengine.facade import KnowledgeBase
+    from kbengine.store.base import Where
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kb_path = Path(tmp) / "kb"
+        with KnowledgeBase.open(Path(tmp) / "probe", encoder="packaged") as probe:
+            identity = probe.encoder.identity
+        fill_s = fill(kb_path, n, identity.image_dim, identity.text_dim, identity.name)
+        images = [
+            synth.sample(("tile", "fabric", "disc")[i % 3], ("crack", "stain", "scratch")[i % 3], 70_000 + i)[0]
+            for i in range(queries)
+        ]
+        with KnowledgeBase.open(kb_path, encoder="packaged") as kb:
+            encoder = kb.encoder
+            encoder.embed_images(images[:1])  # load the weights outside the timings
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            start = time.perf_counter()
+            kb.seek(images[0], k=5)  # builds the type centroids once (cached on disk)
+            first = (time.perf_counter() - start) * 1000
+            names = ("key", "search", "topk", "kde", "mmr", "sample:topk", "sample:kde", "sample:mmr", "kde-topk")
+            timings: dict[str, list[float]] = {name: [] for name in names}
+            stages: dict[str, list[float]] = {}
+            for image in images:
+                start = time.perf_counter()
+                key = encoder.embed_images([image])[0]
+                timings["key"].append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                kb.store.search("image", key, 256, Where(must_not={"defect_type": "good"}))
+                timings["search"].append((time.perf_counter() - start) * 1000)
+                for strategy in ("topk", "kde", "mmr"):
+                    start = time.perf_counter()
+                    result = kb.seek(image, k=5, strategy=strategy)
+                    timings[strategy].append((time.perf_counter() - start) * 1000)
+                    timings[f"sample:{strategy}"].append(result.diagnostics.timings_ms["sample"])
+                    if strategy == "kde":
+                        for stage, ms in result.diagnostics.timings_ms.items():
+                            stages.setdefault(stage, []).append(ms)
+                timings["kde-topk"].append(timings["sample:kde"][-1] - timings["sample:topk"][-1])
+        return {
+            "locks": n,
+            "fill_s": fill_s,
+            "first_seek_ms": first,
+            **{name: percentiles(values) for name, values in timings.items()},
+            "kde_stages_p50": {stage: float(np.median(v)) for stage, v in stages.items()},
+            "peak_rss_before_seek_mib": rss_before,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(one(args.child, args.queries)))
+        return
+    header = f"{'locks':>8} {'stage':>12} {'p50 ms':>8} {'p95 ms':>8}"
+    print(f"seek benchmark: packaged encoder, M=256, k=5, {args.queries} queries per size")
+    for n in args.sizes:
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(n), "--queries", str(args.queries)],
+            capture_output=True,
+            text=True,
+        )
+        if child.returncode != 0:
+            print(child.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"size {n} failed")
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        print(header)
+        for stage in ("key", "search", "topk", "kde", "mmr", "sample:topk", "sample:kde", "sample:mmr", "kde-topk"):
+            p = result[stage]
+            print(f"{n:>8} {stage:>12} {p['p50']:>8.1f} {p['p95']:>8.1f}")
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in result["kde_stages_p50"].items())
+        print(
+            f"{n:>8} kde stages p50 ms: {stages}; first seek (centroid build) {result['first_seek_ms']:.0f} ms; "
+            f"fill {result['fill_s']:.0f} s; peak RSS {result['peak_rss_mib']:.0f} MiB "
+            f"({result['peak_rss_before_seek_mib']:.0f} MiB after filling the store and loading the encoder)"
+        )
+
+
+if __name__ == "__main__":
+    main()

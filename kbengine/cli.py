@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from kbengine.errors import EmptyKnowledgeBaseError, KBEngineError
-from kbengine.schemas import IngestReport, KBInfo, SeekEvalReport, SeekResult
+from kbengine.schemas import Detection, IngestReport, KBInfo, SeekEvalReport, SeekResult, ZsadReport
 from kbengine.settings import Settings
 
 app = typer.Typer(
@@ -207,6 +207,158 @@ def seek(
         print_seek(result)
         if plot is not None:
             out.print(f"plot written to {plot}")
+
+
+ModeOpt = Annotated[
+    str, typer.Option("--mode", help="auto | zero-shot (CLIP prompts) | references (normal images) | both.")
+]
+PromptsOpt = Annotated[Path | None, typer.Option("--prompts", help="Learned prompts from train-prompts (CLIP).")]
+
+
+def print_detection(det: Detection) -> None:
+    verdict = {True: "[red]ANOMALOUS[/red]", False: "[green]normal[/green]", None: "uncalibrated"}[det.is_anomalous]
+    threshold = f" (threshold {det.threshold:.2f})" if det.threshold is not None else ""
+    out.print(f"{escape(det.image)} [{det.category or '?'}]: {verdict} score {det.score:.3f}{threshold}")
+    t = det.predicted_defect_type
+    if t is not None:
+        out.print(
+            f"defect type: [bold]{t.defect_type}[/bold] (similarity {t.similarity:.3f}, margin {_fmt(t.margin)})",
+            highlight=False,
+        )
+    for r in det.regions:
+        out.print(
+            f"  region {r.location}: box {r.bbox}, {r.area_fraction:.1%} of the image, peak {r.peak:.2f}",
+            highlight=False,
+        )
+    e = det.evidence
+    used = [
+        w for w, on in (("zero-shot prompts", e.zero_shot), (f"{e.references} normal references", e.references)) if on
+    ]
+    if e.learned_prompts:
+        used.append(f"learned prompts {e.learned_prompts}")
+    out.print(
+        f"evidence: {', '.join(used)}; domain {e.domain}" + (f"; {e.fusion}" if e.fusion else ""), highlight=False
+    )
+    for note in e.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+
+
+@app.command()
+def detect(
+    image: Annotated[Path, typer.Argument(help="The image to inspect.")],
+    category: Annotated[
+        str | None, typer.Option(help="The part's category (default: the nearest knowledge's).")
+    ] = None,
+    mode: ModeOpt = "auto",
+    prompts: PromptsOpt = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write a heatmap overlay with region boxes here.")
+    ] = None,
+    kb: KbOpt = None,
+    url: UrlOpt = None,
+    collection: CollOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """AD Expert: anomaly score, map, regions and defect type of one image."""
+    with _open(kb, url, collection, None) as base:
+        result = base.detect(image, category, mode=mode, prompts=prompts)
+    if out_path is not None:
+        from reasoning.expert.overlay import write_overlay
+
+        write_overlay(image, result, out_path)
+    if as_json:
+        out.print_json(result.model_dump_json())
+    else:
+        print_detection(result)
+        if out_path is not None:
+            out.print(f"overlay written to {out_path}")
+
+
+def print_zsad(report: ZsadReport) -> None:
+    out.print(
+        f"detection on {escape(report.dataset)}: mode {report.mode}, {report.shots} shot(s), {report.encoder}"
+        + (f", prompts {report.prompts}" if report.prompts else "")
+        + f" ({report.mean.images} images, {report.ms_per_image:.0f} ms/image)",
+        highlight=False,
+    )
+    names = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max")
+    table = Table("category", "images", *(n.replace("_", " ") for n in names))
+    for row in [*report.rows, report.mean]:
+        values = [getattr(row, n) for n in names]
+        table.add_row(
+            row.category,
+            str(row.images),
+            *("-" if v is None else f"{v:.3f}" for v in values),
+            end_section=row is report.rows[-1],
+        )
+    out.print(table)
+
+
+@eval_app.command("zsad")
+def eval_zsad_command(
+    dataset: Annotated[Path, typer.Argument(help="An MVTec-layout dataset with ground-truth masks.")],
+    mode: ModeOpt = "auto",
+    shots: Annotated[
+        int, typer.Option(min=0, help="Normal references per category from train/good (0 = zero-shot).")
+    ] = 16,
+    prompts: PromptsOpt = None,
+    category: Annotated[list[str] | None, typer.Option(help="Only these categories (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many test images per category.")] = None,
+    encoder: EncOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Anomaly detection metrics per category: image AUROC/AP/F1-max, pixel AUROC/AUPRO/F1-max."""
+    from kbengine.evaluation import eval_zsad
+
+    settings = Settings() if encoder is None else Settings(encoder=encoder)
+    bar, update = _progress("detecting")
+    with bar:
+        report = eval_zsad(
+            dataset,
+            settings,
+            mode=mode,
+            shots=shots,
+            prompts=prompts,
+            categories=category,
+            limit=limit,
+            progress=update,
+        )
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        print_zsad(report)
+
+
+@app.command("train-prompts")
+def train_prompts_command(
+    dataset: Annotated[Path, typer.Argument(help="An MVTec-layout dataset with masks to train on.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the prompts (safetensors).")] = Path(
+        "prompts.safetensors"
+    ),
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    limit: Annotated[int | None, typer.Option(min=1, help="Train on at most this many images.")] = None,
+    kb: KbOpt = None,
+    encoder: EncOpt = None,
+) -> None:
+    """Learn object-agnostic prompts with hierarchical sparse prompts (HSP) for zero-shot detection."""
+    from reasoning.expert.training import train_prompts
+    from reasoning.expert.zero_shot import require_joint
+
+    with _open(kb, None, None, encoder) as base:
+        require_joint(base.encoder)
+        result = train_prompts(
+            base.encoder,
+            dataset,
+            out_path,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            limit=limit,
+            log=lambda line: out.print(line, highlight=False),
+        )
+    out.print(f"prompts written to {result['out']} (load them with --prompts)")
 
 
 def print_seek_eval(report: SeekEvalReport) -> None:

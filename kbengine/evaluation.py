@@ -1,4 +1,11 @@
-"""Evaluations that wire several layers through the facade: ``kbengine eval seek``.
+"""Evaluations that wire several layers through the facade: ``kbengine eval seek`` and
+``kbengine eval zsad``.
+
+Detection (``eval zsad``): every test image of each category is scored by the AD Expert; the
+normal references are the first ``shots`` images of the category's ``train/good`` (0 = pure
+zero-shot), so the dataset's own test images never enter a memory bank. Metrics come from
+``reasoning.expert.metrics`` (image AUROC/AP/F1-max; pixel AUROC/AUPRO at FPR 0.3/F1-max on
+images that have masks).
 
 Seek accuracy (the paper's 83%): every defective test image of an MVTec-layout dataset is a
 query; a hit is right when its (category, defect type) is the query's. Without ``--kb`` the
@@ -20,7 +27,7 @@ from typing import Any
 from kbengine.datasets import DatasetImage, mvtec_images, source_key
 from kbengine.errors import InvalidInputError
 from kbengine.facade import KnowledgeBase
-from kbengine.schemas import SeekEvalQuery, SeekEvalReport, SeekEvalRow
+from kbengine.schemas import SeekEvalQuery, SeekEvalReport, SeekEvalRow, ZsadReport, ZsadRow
 from kbengine.settings import Settings
 
 Progress = Callable[[int, int, str], Any]
@@ -137,3 +144,129 @@ def summarise(
         queries=records,
         seconds=round(seconds, 2),
     )
+
+
+def eval_zsad(
+    dataset: Path,
+    settings: Settings,
+    *,
+    mode: str = "auto",
+    shots: int = 16,
+    prompts: Path | None = None,
+    categories: list[str] | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> ZsadReport:
+    """Detection metrics per category of an MVTec-layout dataset, and their mean."""
+    import numpy as np
+    from PIL import Image
+
+    from kbengine.images import load_image
+    from reasoning.expert.memory_bank import build_bank
+    from reasoning.expert.metrics import image_metrics, pixel_metrics
+
+    if shots < 0:
+        raise InvalidInputError(f"shots must be 0 or more, got {shots}")
+    if shots == 0 and mode in ("references", "both"):
+        raise InvalidInputError(f"--mode {mode} needs normal references: give --shots N (N >= 1)")
+    if shots == 0 and mode == "auto":
+        mode = "zero-shot"
+    items = mvtec_images(dataset, categories=categories)
+    by_category: dict[str, list[DatasetImage]] = defaultdict(list)
+    for item in items:
+        by_category[item.category].append(item)
+    folder = Path(tempfile.mkdtemp(prefix="kbengine-zsad-"))
+    started = time.perf_counter()
+    rows: list[ZsadRow] = []
+    images_done = 0
+    try:
+        local = settings.model_copy(update={"kb": folder / "kb", "qdrant_url": None, "cache_dir": folder / "cache"})
+        with KnowledgeBase.open(settings=local) as kb:
+            learned = None
+            if prompts is not None:
+                from reasoning.expert.training import load_learned_texts
+
+                learned = load_learned_texts(kb.encoder, prompts)
+            detector = kb.detector
+            total = sum(
+                min(len([i for i in group if i.split == "test"]), limit or 10**9) for group in by_category.values()
+            )
+            for category in sorted(by_category):
+                group = by_category[category]
+                tests = [i for i in group if i.split == "test"][: limit or None]
+                normals = [i for i in group if i.split == "train" and i.is_normal][:shots]
+                if not tests:
+                    continue
+                if shots and not normals:
+                    raise InvalidInputError(f"{category} has no train/good images to take {shots} reference(s) from")
+                bank = build_bank(kb.encoder, [load_image(n.path) for n in normals]) if normals else None
+                scores, labels, maps, masks = [], [], [], []
+                for item in tests:
+                    if progress:
+                        progress(images_done, total, str(item.path))
+                    det = detector.detect(item.path, category, mode=mode, bank=bank, learned=learned, with_type=False)
+                    scores.append(det.score)
+                    labels.append(0 if item.is_normal else 1)
+                    if item.is_normal or item.mask is not None:
+                        mask = np.zeros((det.height, det.width), bool)
+                        if item.mask is not None:
+                            picture = Image.open(item.mask).convert("L").resize((det.width, det.height))
+                            mask = np.asarray(picture) > 127
+                        maps.append(det.anomaly_map)
+                        masks.append(mask)
+                    images_done += 1
+                rows.append(_zsad_row(category, scores, labels, maps, masks, image_metrics, pixel_metrics))
+            encoder_name = kb.encoder.identity.name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if not rows:
+        raise InvalidInputError(f"{dataset} has no test images to evaluate")
+    seconds = time.perf_counter() - started
+    return ZsadReport(
+        dataset=str(dataset),
+        mode=mode,
+        shots=shots,
+        encoder=encoder_name,
+        prompts=str(prompts) if prompts else None,
+        rows=rows,
+        mean=_mean_row(rows),
+        seconds=round(seconds, 2),
+        ms_per_image=round(1000 * seconds / max(images_done, 1), 1),
+    )
+
+
+def _zsad_row(
+    category: str,
+    scores: list[float],
+    labels: list[int],
+    maps: list[Any],
+    masks: list[Any],
+    image_metrics: Callable[..., dict[str, float]],
+    pixel_metrics: Callable[..., dict[str, float]],
+) -> ZsadRow:
+    import numpy as np
+
+    row = ZsadRow(category=category, images=len(scores), defective=sum(labels))
+    if 0 < sum(labels) < len(labels):
+        values = image_metrics(np.array(labels), np.array(scores))
+        row.image_auroc, row.image_ap, row.image_f1_max = (
+            values["image_auroc"],
+            values["image_ap"],
+            values["image_f1_max"],
+        )
+    if masks and any(m.any() for m in masks) and any((~m).any() for m in masks):
+        values = pixel_metrics(np.stack(masks), np.stack(maps))
+        row.pixel_auroc, row.pixel_aupro, row.pixel_f1_max = (
+            values["pixel_auroc"],
+            values["pixel_aupro"],
+            values["pixel_f1_max"],
+        )
+    return row
+
+
+def _mean_row(rows: list[ZsadRow]) -> ZsadRow:
+    mean = ZsadRow(category="mean", images=sum(r.images for r in rows), defective=sum(r.defective for r in rows))
+    for name in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max"):
+        values = [getattr(r, name) for r in rows if getattr(r, name) is not None]
+        setattr(mean, name, sum(values) / len(values) if values else None)
+    return mean

@@ -9,13 +9,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from reasoning.expert.detector import Detector
     from retrieval import Seeker
 
 from kbengine.blobs import BlobStore
 from kbengine.encoders import Encoder, EncoderIdentity, get_encoder
 from kbengine.errors import KBEngineError
 from kbengine.images import ImageInput
-from kbengine.schemas import CategoryInfo, IngestReport, KBInfo, SeekResult
+from kbengine.schemas import CategoryInfo, Detection, IngestReport, KBInfo, SeekResult
 from kbengine.settings import Settings
 from kbengine.store import Store, get_store
 from kbengine.store.base import SOURCE_KIND, Where
@@ -38,6 +39,7 @@ class KnowledgeBase:
         blob_root = settings.blob_dir or (settings.kb / "blobs")
         self.blobs = BlobStore(Path(blob_root))
         self._seeker: Seeker | None = None
+        self._detector: Detector | None = None
         if settings.encoder != "auto" and encoder is None:
             self._encoder = get_encoder(settings, self.identity)
 
@@ -109,6 +111,32 @@ class KnowledgeBase:
 
             self._seeker = Seeker(self.store, self.encoder, self.blobs, self.settings)
         return self._seeker
+
+    @property
+    def detector(self) -> Detector:
+        """The AD Expert on this knowledge base (it caches memory banks and prompt embeddings)."""
+        if self._detector is None:
+            from reasoning.expert.detector import Detector
+
+            self._detector = Detector(self.store, self.encoder, self.blobs, self.settings, self.seeker)
+        return self._detector
+
+    def detect(
+        self,
+        image: ImageInput,
+        category: str | None = None,
+        *,
+        mode: str = "auto",
+        prompts: str | Path | None = None,
+    ) -> Detection:
+        """The AD Expert: anomaly score, map, mask, regions and the defect-type guess; see
+        :mod:`reasoning.expert.detector`. ``prompts``: a file written by ``train-prompts``."""
+        learned, name = (None, None)
+        if prompts is not None:
+            from reasoning.expert.training import load_learned_texts
+
+            learned, name = load_learned_texts(self.encoder, Path(prompts)), str(prompts)
+        return self.detector.detect(image, category, mode=mode, learned=learned, learned_name=name)
 
     def seek(
         self,

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         "openai", description="open_clip weights: a tag ('openai'), a local file, or 'random' (tests)."
     )
     clip_cache_dir: Path | None = None
+    clip_vv_blocks: int | None = Field(
+        None, description="ViT blocks with V-V attention for the AD Expert's local patch tokens (default: half)."
+    )
     device: str = Field("cpu", description="torch device for the encoders.")
     batch_size: int = Field(16, ge=1)
 
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
     seek_max_clusters: int = Field(5, ge=1, description="Most components the Bayesian mixture may use.")
     seek_seed: int = Field(0, description="Seed of the mixture fit: seek is deterministic for a seed.")
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only.")
+    domains_dir: Path | None = Field(None, description="Extra folder of domain files (<name>.yaml).")
+    detect_max_references: int = Field(32, ge=1, description="Normal references per category in a memory bank.")
+    detect_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Binarisation level of the [0, 1] map.")
     cache_dir: Path | None = Field(
         None, description="Derived data (type centroids); default <kb>/cache, none in server mode unless set."
     )

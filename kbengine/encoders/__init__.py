@@ -51,7 +51,13 @@ def get_encoder(settings: Settings, stored: EncoderIdentity | None = None) -> En
         from kbengine.encoders.openclip import OpenClipEncoder
 
         model, pretrained = _stored_clip(settings, stored)
-        encoder = OpenClipEncoder(model, pretrained, device=settings.device, cache_dir=settings.clip_cache_dir)
+        encoder = OpenClipEncoder(
+            model,
+            pretrained,
+            device=settings.device,
+            cache_dir=settings.clip_cache_dir,
+            vv_blocks=settings.clip_vv_blocks,
+        )
     if stored is not None and stored != encoder.identity:
         raise EncoderMismatchError(
             f"this knowledge base was built with encoder {stored.name} (image {stored.image_dim}-d, "

@@ -46,9 +46,10 @@ class Encoder(Protocol):
         ...
 
     def patch_features(
-        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None
+        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None, local: bool = False
     ) -> dict[int, np.ndarray]:
-        """Per layer, (N, H, W, C) float32 patch features."""
+        """Per layer, (N, H, W, C) float32 patch features. ``local=True`` asks for tokens that keep
+        local semantics (a ViT's V-V attention in its last blocks; a CNN's features already do)."""
         ...
 
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from kbengine.encoders.base import EncoderIdentity, l2_normalise
+from kbengine.encoders.clip_patches import clip_patch_tokens
 from kbengine.errors import MissingDependencyError, WeightsNotFoundError
 
 RANDOM = "random"
@@ -102,6 +103,7 @@ class OpenClipEncoder:
         pretrained: str = "openai",
         device: str = "cpu",
         cache_dir: Path | None = None,
+        vv_blocks: int | None = None,
     ) -> None:
         open_clip = _open_clip()
         self.device = torch.device(device)
@@ -135,6 +137,8 @@ class OpenClipEncoder:
         )
         n = len(self.model.visual.transformer.resblocks)
         self.patch_layers = tuple(sorted({max(0, n * q // 4 - 1) for q in (1, 2, 3, 4)}))
+        self.vv_blocks = n // 2 if vv_blocks is None else max(0, min(vv_blocks, n))
+        """Blocks with V-V attention for ``local=True`` (default: the last half, as CLIP Surgery)."""
 
     def _batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
@@ -154,20 +158,12 @@ class OpenClipEncoder:
 
     @torch.inference_mode()
     def patch_features(
-        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None
+        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None, local: bool = False
     ) -> dict[int, np.ndarray]:
-        """Patch tokens after the given blocks (0-based), through ``ln_post`` and ``proj``, as (N, H, W, D)."""
-        visual = self.model.visual
+        """Patch tokens after the given blocks (0-based), through ``ln_post`` and ``proj``, as
+        (N, H, W, D); with ``local``, blocks in the last ``vv_blocks`` give V-V attention tokens."""
         chosen = list(layers) if layers is not None else list(self.patch_layers)
-        x = self._batch(images)
-        out = visual.forward_intermediates(
-            x, indices=chosen, stop_early=True, intermediates_only=True, output_fmt="NLC"
+        tokens, _ = clip_patch_tokens(
+            self.model.visual, self._batch(images), chosen, vv_blocks=self.vv_blocks if local else 0
         )
-        gh, gw = x.shape[-2] // visual.patch_size[0], x.shape[-1] // visual.patch_size[1]
-        result: dict[int, np.ndarray] = {}
-        for layer, tokens in zip(chosen, out["image_intermediates"], strict=True):
-            tokens = visual.ln_post(tokens)
-            if visual.proj is not None:
-                tokens = tokens @ visual.proj
-            result[layer] = tokens.reshape(len(images), gh, gw, -1).float().cpu().numpy()
-        return result
+        return {layer: t.float().cpu().numpy() for layer, t in tokens.items()}

@@ -67,7 +67,7 @@ class PackagedEncoder:
 
     @torch.inference_mode()
     def patch_features(
-        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None
+        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None, local: bool = False
     ) -> dict[int, np.ndarray]:
         taps = tuple(layers) if layers is not None else self.patch_layers
         _, maps = self.net.forward_features(_image_batch(images, self.image_size).to(self.device), taps, pooled=False)

@@ -1,0 +1,313 @@
+"""``kb.detect``: the AD Expert on one image -> ``Detection``.
+
+Evidence, by ``mode``:
+- ``references``: the category's normal ("good") reference photos in the knowledge base form a
+  patch memory bank (``memory_bank``), cached per category under ``<cache>/banks`` and rebuilt
+  when the category's normal references change;
+- ``zero-shot``: CLIP prompts (``zero_shot``), words from the category's domain file;
+- ``both``: the two maps fused (``anomaly_map.fuse``);
+- ``auto`` (default): every kind of evidence the encoder and the knowledge base allow.
+
+The predicted defect type is region-focused: the crop around the strongest region (square, at
+least a third of the image side) is embedded and matched to the knowledge base's defect-type
+centroids (shared with seek), since a global embedding mostly describes the object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import Image
+
+from kbengine.blobs import BlobStore
+from kbengine.encoders.base import Encoder
+from kbengine.errors import InvalidInputError
+from kbengine.images import ImageInput, load_image
+from kbengine.schemas import NORMAL_TYPE, Detection, Evidence, Region, TypePrediction
+from kbengine.settings import Settings
+from kbengine.store.base import Store, Where
+from reasoning.expert.anomaly_map import fuse, image_score, logistic, scale_distances, upsample
+from reasoning.expert.domains import BUILTIN, Domain, load_domain
+from reasoning.expert.memory_bank import MemoryBank, build_bank, reference_layers, score_patches
+from reasoning.expert.regions import find_regions
+from reasoning.expert.zero_shot import TextPair, require_joint, text_pair, zero_shot
+
+if TYPE_CHECKING:
+    from reasoning.expert.training import LearnedPrompts
+from retrieval import Seeker, predict_type
+
+Mode = Literal["auto", "zero-shot", "references", "both"]
+MODES: tuple[str, ...] = ("auto", "zero-shot", "references", "both")
+REFERENCE_KINDS = ("image", "figure")
+BANK_VERSION = "1"
+
+
+def describe(image: ImageInput) -> str:
+    if isinstance(image, str | Path):
+        return str(image)
+    if isinstance(image, np.ndarray):
+        return f"<array {'x'.join(map(str, image.shape))}>"
+    return f"<image {image.size[0]}x{image.size[1]}>"
+
+
+def focus_crop(picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> Image.Image:
+    """A square crop around the strongest region (or the map's peak), at least a third of the
+    image's shorter side and 1.5x the region's box."""
+    width, height = picture.size
+    if regions:
+        x0, y0, x1, y1 = regions[0].bbox
+        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.5 * max(x1 - x0, y1 - y0)
+    else:
+        peak_y, peak_x = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
+        cx, cy, side = float(peak_x), float(peak_y), 0.0
+    side = min(max(side, min(width, height) / 3), min(width, height))
+    left = int(np.clip(cx - side / 2, 0, width - side))
+    top = int(np.clip(cy - side / 2, 0, height - side))
+    return picture.crop((left, top, left + int(side), top + int(side)))
+
+
+class Detector:
+    """The AD Expert over one knowledge base (the facade holds one)."""
+
+    def __init__(self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings, seeker: Seeker) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.blobs = blobs
+        self.settings = settings
+        self.seeker = seeker
+        folder = settings.cache_dir or (settings.kb / "cache" if settings.qdrant_url is None else None)
+        self.bank_folder = folder / "banks" if folder else None
+        self._banks: dict[str, tuple[str, MemoryBank | None]] = {}
+        self._texts: dict[tuple[str, str], TextPair] = {}
+
+    # -- knowledge the expert reads ------------------------------------------------------------
+    def infer_category(self, picture: Image.Image) -> str | None:
+        """The category of the knowledge lock nearest the image (normal references included)."""
+        key = self.encoder.embed_images([picture])[0]
+        hits = self.store.search("image", key, 1)
+        return str(hits[0].payload.get("category")) if hits else None
+
+    def _reference_locks(self, category: str) -> list[dict[str, object]]:
+        where = Where(must={"category": category, "defect_type": NORMAL_TYPE, "kind": REFERENCE_KINDS})
+        locks = [
+            h.payload for h in self.store.scroll(where, fields=("blob", "sha256", "domain")) if h.payload.get("blob")
+        ]
+        locks.sort(key=lambda p: str(p.get("sha256")))
+        return locks[: self.settings.detect_max_references]
+
+    def domain_of(self, category: str | None) -> tuple[Domain, list[str]]:
+        name = BUILTIN
+        if category:
+            hits = list(self._first(Where(must={"category": category}), ("domain",)))
+            name = str(hits[0].get("domain")) if hits else BUILTIN
+        folders = [f for f in (self.settings.domains_dir, self.settings.kb / "domains") if f is not None]
+        domain, note = load_domain(name, folders)
+        return domain, [note] if note else []
+
+    def _first(self, where: Where, fields: tuple[str, ...]) -> list[dict[str, object]]:
+        for hit in self.store.scroll(where, fields=fields):
+            return [hit.payload]
+        return []
+
+    def defect_types(self, category: str) -> list[str]:
+        keys = self.seeker.centroids.get().keys
+        return sorted({t for _, c, t in keys if c == category})
+
+    def reference_bank(self, category: str) -> MemoryBank | None:
+        """The category's memory bank, built once per set of normal references and cached."""
+        locks = self._reference_locks(category)
+        if not locks:
+            return None
+        digest = hashlib.sha256(
+            "\n".join([BANK_VERSION, self.encoder.identity.name, *(str(p.get("sha256")) for p in locks)]).encode()
+        ).hexdigest()
+        cached = self._banks.get(category)
+        if cached and cached[0] == digest:
+            return cached[1]
+        bank = self._read_bank(category, digest)
+        if bank is None:
+            images = [load_image(self.blobs.path(str(p["blob"])), self.settings.max_image_pixels) for p in locks]
+            bank = build_bank(self.encoder, images)
+            self._write_bank(category, digest, bank)
+        self._banks[category] = (digest, bank)
+        return bank
+
+    def _bank_path(self, category: str) -> Path | None:
+        if self.bank_folder is None:
+            return None
+        safe = hashlib.sha256(f"{category}:{self.encoder.identity.name}".encode()).hexdigest()[:16]
+        return self.bank_folder / f"{safe}.npz"
+
+    def _read_bank(self, category: str, digest: str) -> MemoryBank | None:
+        path = self._bank_path(category)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["digest"]) != digest:
+                    return None
+                return MemoryBank.from_arrays({k: data[k] for k in data.files})
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def _write_bank(self, category: str, digest: str, bank: MemoryBank) -> None:
+        path = self._bank_path(category)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, digest=np.array(digest), **bank.to_arrays())  # type: ignore[arg-type]
+            os.replace(tmp, path)
+        except OSError:
+            return
+
+    def texts(self, category: str | None, domain: Domain) -> TextPair:
+        key = (domain.name, category or "object")
+        if key not in self._texts:
+            types = self.defect_types(category) if category else []
+            self._texts[key] = text_pair(self.encoder, domain, category or "object", types)
+        return self._texts[key]
+
+    # -- detect --------------------------------------------------------------------------------
+    def detect(
+        self,
+        image: ImageInput,
+        category: str | None = None,
+        *,
+        mode: str = "auto",
+        bank: MemoryBank | None = None,
+        learned: LearnedPrompts | None = None,
+        learned_name: str | None = None,
+        form: str = "ratio",
+        with_type: bool = True,
+    ) -> Detection:
+        if mode not in MODES:
+            raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        picture = load_image(image, self.settings.max_image_pixels)
+        width, height = picture.size
+        if min(width, height) < 16:
+            raise InvalidInputError(f"{describe(image)} is {width}x{height}: too small to inspect (at least 16x16)")
+        notes: list[str] = []
+        if category is None and bank is None:
+            category = self.infer_category(picture)
+            if category:
+                notes.append(f"category {category!r} inferred from the nearest knowledge")
+        domain, domain_notes = self.domain_of(category) if category else (load_domain(BUILTIN, [])[0], [])
+        notes += domain_notes
+        use_zero_shot = mode in ("zero-shot", "both") or (
+            mode == "auto" and self.encoder.joint_space and self.encoder.has_text
+        )
+        if use_zero_shot:
+            require_joint(self.encoder)
+        if bank is None and mode != "zero-shot" and category is not None:
+            bank = self.reference_bank(category)
+        if bank is None and mode in ("references", "both"):
+            raise InvalidInputError(
+                f"no normal references for category {category!r} in the knowledge base; ingest photos of good "
+                "parts (a <category>/good/ folder or an MVTec train/good) or use --mode zero-shot"
+            )
+        if bank is None and not use_zero_shot:
+            raise InvalidInputError(
+                f"nothing to detect with: no normal references for category {category!r} and the encoder "
+                f"{self.encoder.identity.name} has no joint text space for zero-shot prompts"
+            )
+        timings["prepare"] = _lap(clock)
+
+        maps: list[np.ndarray] = []
+        scores: list[float] = []
+        calibrated = False
+        clock = time.perf_counter()
+        if bank is not None:
+            distances = score_patches(self.encoder, bank, [picture])[0]
+            c = bank.calibration
+            if c is not None:
+                maps.append(upsample(scale_distances(distances, c.patch_mean, c.patch_threshold), width, height))
+                span = max(c.image_threshold - c.image_mean, 1e-12)
+                scores.append(float(logistic((image_score(distances) - c.image_mean) / span)))
+                calibrated = True
+            else:
+                low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
+                maps.append(upsample(scale_distances(distances, low, high), width, height))
+                scores.append(image_score(distances))
+                notes.append("one normal reference: no calibrated threshold; add more good images")
+            timings["references"] = _lap(clock)
+        clock = time.perf_counter()
+        if use_zero_shot:
+            if learned is not None:
+                texts = learned.texts_for(self.encoder.embed_images([picture])[0])
+            else:
+                texts = self.texts(category, domain)
+            grid, score, _ = zero_shot(self.encoder, picture, texts, form)
+            maps.append(upsample(grid, width, height))
+            scores.append(score)
+            calibrated = calibrated or bank is None
+            timings["zero_shot"] = _lap(clock)
+
+        anomaly_map = np.clip(fuse(maps) if len(maps) > 1 else maps[0], 0.0, 1.0)
+        score = float(np.mean(scores))
+        threshold = self.settings.detect_threshold
+        mask = anomaly_map >= threshold
+        regions = find_regions(anomaly_map, mask)
+        prediction: TypePrediction | None = None
+        if with_type:
+            clock = time.perf_counter()
+            prediction = self.predict_type(picture, anomaly_map, regions, category)
+            timings["type"] = _lap(clock)
+        return Detection(
+            image=describe(image),
+            category=category,
+            score=score,
+            threshold=threshold if calibrated else None,
+            is_anomalous=(score >= threshold) if calibrated else None,
+            regions=regions,
+            predicted_defect_type=prediction,
+            evidence=Evidence(
+                zero_shot=use_zero_shot,
+                references=bank.references if bank is not None else 0,
+                learned_prompts=learned_name,
+                calibrated=calibrated,
+                fusion="mean of the [0, 1] maps and of the image scores" if len(maps) > 1 else None,
+                domain=domain.name,
+                notes=notes,
+            ),
+            width=width,
+            height=height,
+            anomaly_map=anomaly_map,
+            mask=mask,
+            timings_ms=timings,
+        )
+
+    def focus_key(self, picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> np.ndarray:
+        """The defect-region key: the embedding of the crop around the strongest region."""
+        return self.encoder.embed_images([focus_crop(picture, anomaly_map, regions)])[0]
+
+    def predict_type(
+        self, picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region], category: str | None
+    ) -> TypePrediction | None:
+        centroids = self.seeker.centroids.get()
+        if centroids.empty:
+            return None
+        return predict_type(centroids, self.focus_key(picture, anomaly_map, regions), category=category)
+
+
+def bank_from_images(encoder: Encoder, images: Sequence[Image.Image]) -> MemoryBank:
+    """A memory bank from explicit normal images (evaluation shots)."""
+    return build_bank(encoder, list(images))
+
+
+def _lap(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+__all__ = ["MODES", "Detector", "Mode", "bank_from_images", "focus_crop", "reference_layers"]

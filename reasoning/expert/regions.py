@@ -1,0 +1,51 @@
+"""Regions of a binarised anomaly map: connected components (8-connectivity), their boxes,
+areas, peaks and a location phrase a person would use."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from kbengine.schemas import Region
+
+MIN_AREA_FRACTION = 0.0005
+MAX_REGIONS = 10
+
+
+def location_phrase(cy: float, cx: float, height: int, width: int) -> str:
+    """A 3x3 grid over the image: 'top left', 'top', 'top right', 'left', 'center', ..."""
+    row = ("top", "", "bottom")[min(2, int(3 * cy / max(height, 1)))]
+    col = ("left", "", "right")[min(2, int(3 * cx / max(width, 1)))]
+    return " ".join(w for w in (row, col) if w) or "center"
+
+
+def find_regions(anomaly_map: np.ndarray, mask: np.ndarray) -> list[Region]:
+    """Regions of ``mask`` (at least 0.05% of the image), the strongest first, at most ten."""
+    height, width = mask.shape
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    regions: list[Region] = []
+    if count == 0:
+        return regions
+    index = np.arange(1, count + 1)
+    areas = ndimage.sum_labels(np.ones_like(anomaly_map), labels, index)
+    peaks = ndimage.maximum(anomaly_map, labels, index)
+    means = ndimage.mean(anomaly_map, labels, index)
+    centres = ndimage.center_of_mass(anomaly_map, labels, index)
+    boxes = ndimage.find_objects(labels)
+    for i in range(count):
+        if areas[i] < MIN_AREA_FRACTION * height * width or boxes[i] is None:
+            continue
+        ys, xs = boxes[i]
+        cy, cx = centres[i]
+        regions.append(
+            Region(
+                bbox=(int(xs.start), int(ys.start), int(xs.stop), int(ys.stop)),
+                area=int(areas[i]),
+                area_fraction=float(areas[i] / (height * width)),
+                location=location_phrase(float(cy), float(cx), height, width),
+                peak=float(peaks[i]),
+                mean=float(means[i]),
+            )
+        )
+    regions.sort(key=lambda r: -r.peak)
+    return regions[:MAX_REGIONS]

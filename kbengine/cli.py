@@ -179,6 +179,10 @@ def seek(
     plot: Annotated[
         Path | None, typer.Option(help="Draw scores, mixture, KDE and the taken candidates to this file.")
     ] = None,
+    focus: Annotated[
+        bool | None,
+        typer.Option("--focus/--no-focus", help="Add the AD Expert's defect-region key (needs normal references)."),
+    ] = None,
     kb: KbOpt = None,
     url: UrlOpt = None,
     collection: CollOpt = None,
@@ -196,6 +200,7 @@ def seek(
             defect_type=defect_type,
             include_normal=include_normal,
             candidates=candidates,
+            focus=focus,
         )
     if plot is not None:
         from retrieval.plot import plot_seek
@@ -218,7 +223,8 @@ PromptsOpt = Annotated[Path | None, typer.Option("--prompts", help="Learned prom
 def print_detection(det: Detection) -> None:
     verdict = {True: "[red]ANOMALOUS[/red]", False: "[green]normal[/green]", None: "uncalibrated"}[det.is_anomalous]
     threshold = f" (threshold {det.threshold:.2f})" if det.threshold is not None else ""
-    out.print(f"{escape(det.image)} [{det.category or '?'}]: {verdict} score {det.score:.3f}{threshold}")
+    category = escape(f"[{det.category or '?'}]")
+    out.print(f"{escape(det.image)} {category}: {verdict} score {det.score:.3f}{threshold}")
     t = det.predicted_defect_type
     if t is not None:
         out.print(
@@ -396,6 +402,9 @@ def eval_seek_command(
     url: UrlOpt = None,
     collection: CollOpt = None,
     encoder: EncOpt = None,
+    focus: Annotated[
+        bool | None, typer.Option("--focus/--no-focus", help="Add the defect-region key to every query.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Seek accuracy: each defective test image queries the knowledge; is the right (category,
@@ -416,6 +425,7 @@ def eval_seek_command(
                     categories=category,
                     limit=limit,
                     progress=update,
+                    focus=focus,
                 )
         else:
             report = eval_seek(
@@ -427,6 +437,7 @@ def eval_seek_command(
                 limit=limit,
                 progress=update,
                 ingest_progress=update,
+                focus=focus,
             )
     if as_json:
         out.print_json(report.model_dump_json())
@@ -497,8 +508,11 @@ def demo(
     print_report(result.report)
     print_info(result.info)
     print_seek(result.seek)
+    print_detection(result.detection)
+    out.print(f"heatmap overlay: {result.overlay}", highlight=False)
     out.print(
-        f"Knowledge base ready at {result.kb}. Try: kbengine seek {result.query} --kb {result.kb} --plot scores.png",
+        f"Knowledge base ready at {result.kb}. Try: kbengine seek {result.query} --kb {result.kb} --plot scores.png"
+        f" or kbengine detect {result.query} --kb {result.kb} --out heat.png",
         highlight=False,
     )
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from kbengine import synth
 from kbengine.encoders import resolve_backend
 from kbengine.facade import KnowledgeBase
-from kbengine.schemas import IngestReport, KBInfo, SeekResult
+from kbengine.schemas import Detection, IngestReport, KBInfo, SeekResult
 from kbengine.settings import Settings
 
 DEMO_QUERY_SEED = 90_001
@@ -25,6 +25,8 @@ class DemoResult(BaseModel):
     info: KBInfo
     query: str
     seek: SeekResult
+    detection: Detection
+    overlay: str
 
 
 def run_demo(
@@ -41,12 +43,27 @@ def run_demo(
         )
     say(f"Writing generated material to {root / 'material'} ...")
     material = synth.write_demo_material(root / "material")
-    query = root / "query" / "tile_crack.png"
+    query = root / "query" / "disc_scratch.png"
     query.parent.mkdir(parents=True, exist_ok=True)
-    synth.sample("tile", "crack", seed=DEMO_QUERY_SEED)[0].save(query)
+    synth.sample("disc", "scratch", seed=DEMO_QUERY_SEED)[0].save(query)
+    overlay = root / "query" / "disc_scratch_heatmap.png"
     with KnowledgeBase.open(settings=settings) as kb:
         report = kb.ingest([material["catalogue"], material["documents"], material["dataset"]])
         info = kb.info()
-        say(f"Seeking the tile knowledge for a new photo of a cracked tile ({query}) ...")
-        found = kb.seek(query, k=3, category="tile")
-    return DemoResult(root=str(root), kb=str(settings.kb), report=report, info=info, query=str(query), seek=found)
+        say(f"Seeking the disc knowledge for a new photo of a scratched disc ({query}) ...")
+        found = kb.seek(query, k=3, category="disc")
+        say("Detecting with the disc's normal references ...")
+        detection = kb.detect(query, "disc")
+        from reasoning.expert.overlay import write_overlay
+
+        write_overlay(query, detection, overlay)
+    return DemoResult(
+        root=str(root),
+        kb=str(settings.kb),
+        report=report,
+        info=info,
+        query=str(query),
+        seek=found,
+        detection=detection,
+        overlay=str(overlay),
+    )

@@ -60,12 +60,13 @@ def eval_seek(
     limit: int | None = None,
     progress: Progress | None = None,
     ingest_progress: Progress | None = None,
+    focus: bool | None = None,
 ) -> SeekEvalReport:
     """Seek accuracy on ``dataset`` against ``kb``, or leave-one-out on the dataset itself."""
     queries = seek_queries(dataset, categories, limit)
     started = time.perf_counter()
     if kb is not None:
-        records = _run(kb, queries, strategy, k, progress)
+        records = _run(kb, queries, strategy, k, progress, focus)
         knowledge = kb.store.location
     else:
         folder = Path(tempfile.mkdtemp(prefix="kbengine-eval-"))
@@ -73,7 +74,7 @@ def eval_seek(
             local = settings.model_copy(update={"kb": folder / "kb", "qdrant_url": None, "cache_dir": None})
             with KnowledgeBase.open(settings=local) as temporary:
                 temporary.ingest([dataset], progress=ingest_progress)
-                records = _run(temporary, queries, strategy, k, progress)
+                records = _run(temporary, queries, strategy, k, progress, focus)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         knowledge = "leave-one-out"
@@ -81,13 +82,18 @@ def eval_seek(
 
 
 def _run(
-    kb: KnowledgeBase, queries: list[DatasetImage], strategy: str, k: int, progress: Progress | None
+    kb: KnowledgeBase,
+    queries: list[DatasetImage],
+    strategy: str,
+    k: int,
+    progress: Progress | None,
+    focus: bool | None = None,
 ) -> list[SeekEvalQuery]:
     records = []
     for done, query in enumerate(queries):
         if progress:
             progress(done, len(queries), str(query.path))
-        result = kb.seek(query.path, k=k, strategy=strategy, exclude_sources=[source_key(query.path)])
+        result = kb.seek(query.path, k=k, strategy=strategy, exclude_sources=[source_key(query.path)], focus=focus)
         prediction = result.predicted_defect_type
         records.append(
             SeekEvalQuery(

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 from kbengine.blobs import BlobStore
 from kbengine.encoders import Encoder, EncoderIdentity, get_encoder
-from kbengine.errors import KBEngineError
+from kbengine.errors import InvalidInputError, KBEngineError
 from kbengine.images import ImageInput
 from kbengine.schemas import CategoryInfo, Detection, IngestReport, KBInfo, SeekResult
 from kbengine.settings import Settings
@@ -152,9 +152,24 @@ class KnowledgeBase:
         candidates: int | None = None,
         exclude_sources: Sequence[str] = (),
         seed: int | None = None,
+        focus: bool | None = None,
     ) -> SeekResult:
         """Q2K RAG: the ``k`` knowledge documents for ``image`` (strategy ``kde``, ``topk`` or
-        ``mmr``), optionally filtered and with a text query; see :mod:`retrieval`."""
+        ``mmr``), optionally filtered and with a text query; see :mod:`retrieval`.
+
+        ``focus=True``: the AD Expert finds the defect region (normal references of the category,
+        given or inferred, are needed) and its crop's embedding becomes a second key and the key of
+        the type prediction. Off by default: measured on the generated set (54 queries, topk), it
+        lowers top-1 from 98.1% to 85.2% against document knowledge, because a crop is compared
+        with whole-image locks and centroids (see the README)."""
+        focus_key = None
+        if focus:
+            found = self.detector.focus_for(image, category)
+            if found is None and focus:
+                raise InvalidInputError(
+                    "focus needs normal references of the part's category in the knowledge base; none found"
+                )
+            focus_key = found[0] if found else None
         return self.seeker.seek(
             image,
             k,
@@ -167,6 +182,7 @@ class KnowledgeBase:
             candidates=candidates,
             exclude_sources=exclude_sources,
             seed=seed,
+            focus_key=focus_key,
         )
 
     def info(self) -> KBInfo:

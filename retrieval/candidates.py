@@ -7,6 +7,8 @@ Pipelines (the paper's "textual and visual retrieval pipelines"):
 - ``image>text``: the same key against the text locks, when the encoder is a joint space (CLIP).
 - ``text>text``: the user's text query against the text locks, when one is given.
 - ``text>image``: the text query against the image locks, when the encoder is a joint space.
+- ``focus>image``: the embedding of the query's defect region (a crop the AD Expert picks) against
+  the image locks, when the caller gives one (``kb.seek(focus=...)``).
 
 Each pipeline asks the store for its top ``M`` locks. A document with many locks (a dataset
 folder of hundreds of photos) could fill all M, so when the locks found name fewer than
@@ -30,7 +32,13 @@ import numpy as np
 
 from kbengine.store.base import Hit, Store, Where
 
-PIPELINE_WEIGHTS: dict[str, float] = {"image>image": 1.0, "image>text": 1.0, "text>text": 1.0, "text>image": 1.0}
+PIPELINE_WEIGHTS: dict[str, float] = {
+    "image>image": 1.0,
+    "focus>image": 1.0,
+    "image>text": 1.0,
+    "text>text": 1.0,
+    "text>image": 1.0,
+}
 MAX_ROUNDS = 3
 
 

@@ -71,8 +71,11 @@ class Seeker:
         candidates: int | None = None,
         exclude_sources: Sequence[str] = (),
         seed: int | None = None,
+        focus_key: np.ndarray | None = None,
     ) -> SeekResult:
-        """Rank the knowledge documents for ``image`` (and ``text``, when given)."""
+        """Rank the knowledge documents for ``image`` (and ``text``, when given). ``focus_key``, an
+        embedding of the image's defect region (the AD Expert's), adds the ``focus>image`` pipeline
+        and is the key of the defect-type prediction."""
         if k < 1:
             raise InvalidInputError(f"k must be at least 1, got {k}")
         if strategy not in STRATEGIES:
@@ -93,6 +96,8 @@ class Seeker:
 
         key = self._image_key(image)
         pipelines = self._pipelines(key, text)
+        if focus_key is not None:
+            pipelines.insert(1, Pipeline("focus>image", "image", np.asarray(focus_key, np.float32)))
         timings["embed"] = _lap(clock)
 
         clock = time.perf_counter()
@@ -127,7 +132,8 @@ class Seeker:
         timings["hits"] = _lap(clock)
 
         clock = time.perf_counter()
-        prediction = self.predict_type(key, domain=domain, category=category, exclude_sources=exclude_sources)
+        type_key = focus_key if focus_key is not None else key
+        prediction = self.predict_type(type_key, domain=domain, category=category, exclude_sources=exclude_sources)
         timings["type"] = _lap(clock)
 
         filters = {n: v for n, v in (("domain", domain), ("category", category), ("defect_type", defect_type)) if v}

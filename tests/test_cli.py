@@ -13,7 +13,21 @@ from kbengine.schemas import KBInfo
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["ingest"], ["info"], ["demo"], ["seek"], ["eval"], ["eval", "seek"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["ingest"],
+        ["info"],
+        ["demo"],
+        ["seek"],
+        ["detect"],
+        ["train-prompts"],
+        ["eval"],
+        ["eval", "seek"],
+        ["eval", "zsad"],
+    ],
+)
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -27,7 +41,12 @@ def test_demo_builds_a_knowledge_base(tmp_path, monkeypatch):
     assert data["report"]["failed"] == [] and data["report"]["pages"] == 9
     assert {e["category"] for e in data["info"]["entries"]} == {"tile", "fabric", "disc"}
     seek = data["seek"]
-    assert seek["hits"][0]["category"] == "tile" and seek["predicted_defect_type"]["defect_type"] == "crack"
+    assert seek["hits"][0]["category"] == "disc" and seek["predicted_defect_type"]["defect_type"] == "scratch"
+    detection = data["detection"]
+    assert (
+        detection["is_anomalous"] and detection["regions"] and detection["predicted_defect_type"]["category"] == "disc"
+    )
+    assert (tmp_path / "query" / "disc_scratch_heatmap.png").is_file()
     info = runner.invoke(app, ["info", "--kb", str(tmp_path / "kb"), "--json"])
     assert info.exit_code == 0
     assert KBInfo.model_validate_json(info.stdout).locks == data["info"]["locks"]

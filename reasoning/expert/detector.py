@@ -288,6 +288,16 @@ class Detector:
             timings_ms=timings,
         )
 
+    def focus_for(self, image: ImageInput, category: str | None) -> tuple[np.ndarray, str] | None:
+        """Seek's ``focus`` key: the defect-region embedding of ``image`` and its category, when the
+        (given or inferred) category has normal references; else None."""
+        picture = load_image(image, self.settings.max_image_pixels)
+        category = category or self.infer_category(picture)
+        if category is None or not self._reference_locks(category):
+            return None
+        det = self.detect(picture, category, mode="references", with_type=False)
+        return self.focus_key(picture, det.anomaly_map, det.regions), category
+
     def focus_key(self, picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> np.ndarray:
         """The defect-region key: the embedding of the crop around the strongest region."""
         return self.encoder.embed_images([focus_crop(picture, anomaly_map, regions)])[0]

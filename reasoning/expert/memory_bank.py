@@ -9,11 +9,12 @@ quarters). Measured on generated tiles, 16 references: blocks 4+7 give image AUR
 (local context, tolerance to small shifts), upsampled to the finest grid and concatenated; each
 layer is divided by its mean feature norm over the references first so no layer dominates.
 
-Size: greedy k-center coreset (on a 128-d random projection) keeps at most ``max_patches``.
-Calibration: with two or more references, each is scored against a bank of all the others
-(leave-one-out); the normal patch and image scores give the map's scale (the 99.9th percentile
-of normal patch scores becomes the binarisation threshold) and the image threshold (mean + 3 sd
-of the normal image scores).
+Size: greedy k-center coreset (on a 128-d random projection) keeps at most ``max_patches`` (8192:
+16 references at 28x28 patches fit whole; 64 take ~10 s to subsample once, then are cached).
+Calibration: with two or more references, up to 16 of them are each scored against the bank
+without the patches they contributed (leave-one-out); the normal patch and image scores give the
+map's scale (the 99.9th percentile of normal patch scores becomes the binarisation threshold) and
+the image threshold (mean + 3 sd of the normal image scores).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from PIL import Image
 from kbengine.encoders.base import Encoder
 from reasoning.expert.anomaly_map import image_score
 
-MAX_PATCHES = 16_384
+MAX_PATCHES = 8_192
+CALIBRATION_IMAGES = 16
 PROJECTION_DIM = 128
 PATCH_QUANTILE = 0.999
 
@@ -157,19 +159,20 @@ def build_bank(
     layers = reference_layers(encoder)
     feats, scale, grid = embed_patches(encoder, references, layers, None)
     flat = feats.reshape(-1, feats.shape[-1])
+    origin = np.repeat(np.arange(len(references)), feats.shape[1])
     keep = coreset(flat, max_patches, seed)
     bank = MemoryBank(patches=flat[keep], layer_scale=scale, layers=layers, references=len(references))
     if len(references) >= 2:
-        bank.calibration = _calibrate(feats, grid)
+        bank.calibration = _calibrate(feats, grid, bank.patches, origin[keep])
     return bank
 
 
-def _calibrate(feats: np.ndarray, grid: tuple[int, int]) -> Calibration:
-    """Leave-one-out: each reference against a bank of all the others (no coreset)."""
+def _calibrate(feats: np.ndarray, grid: tuple[int, int], bank: np.ndarray, origin: np.ndarray) -> Calibration:
+    """Leave-one-out: up to ``CALIBRATION_IMAGES`` references, each scored against the bank
+    without the patches it contributed."""
     patch_scores, image_scores = [], []
-    for i in range(len(feats)):
-        others = np.concatenate([feats[:i], feats[i + 1 :]]).reshape(-1, feats.shape[-1])
-        d = nearest_distance(feats[i], others)
+    for i in range(min(len(feats), CALIBRATION_IMAGES)):
+        d = nearest_distance(feats[i], bank[origin != i])
         patch_scores.append(d)
         image_scores.append(image_score(d.reshape(grid)))
     patches = np.concatenate(patch_scores)

@@ -1,0 +1,196 @@
+"""The AD Expert end to end: normal-reference detection localises generated defects with the
+packaged encoder's real weights, the zero-shot path runs on a tiny CLIP, banks are cached and
+renewed, domains come from files, train-prompts round-trips, bad inputs get clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from kbengine import synth
+from kbengine.cli import app
+from kbengine.encoders.base import Encoder
+from kbengine.errors import InvalidInputError
+from kbengine.evaluation import eval_zsad
+from kbengine.facade import KnowledgeBase
+from kbengine.schemas import Detection, ZsadReport
+from kbengine.settings import Settings
+from kbengine.store import get_store
+from reasoning.expert.domains import INDUSTRIAL, load_domain
+from reasoning.expert.metrics import auroc
+from reasoning.expert.regions import location_phrase
+
+SIZE = 224
+
+
+def open_kb(path: Path, encoder: Encoder, **settings: object) -> KnowledgeBase:
+    config = Settings(kb=path, **settings)  # type: ignore[arg-type]
+    return KnowledgeBase(config, get_store(config), encoder)
+
+
+@pytest.fixture(scope="module")
+def expert_kb(tmp_path_factory: pytest.TempPathFactory, packaged: Encoder) -> Path:
+    root = tmp_path_factory.mktemp("expert")
+    dataset = synth.write_mvtec(
+        root / "dataset", {"tile": ("crack", "hole"), "disc": ("scratch", "missing")}, n_train=10, n_test_good=0,
+        n_test_defect=2, size=SIZE,
+    )  # fmt: skip
+    with open_kb(root / "kb", packaged) as kb:
+        assert kb.ingest([dataset]).ok
+    return root / "kb"
+
+
+def test_normal_references_localise_generated_defects(expert_kb, packaged):
+    image_aurocs, masks, maps = [], [], []
+    with open_kb(expert_kb, packaged) as kb:
+        for category, defects in (("tile", ("crack", "hole", "stain")), ("disc", ("scratch", "missing"))):
+            labels, scores = [], []
+            for i in range(3):
+                for defect in (None, *defects):
+                    image, mask = synth.sample(category, defect, 40_000 + 10 * i + len(defect or ""), SIZE)
+                    det = kb.detect(image, category)
+                    assert det.anomaly_map.shape == (SIZE, SIZE) and det.mask.shape == (SIZE, SIZE)
+                    assert det.anomaly_map.min() >= 0.0 and det.anomaly_map.max() <= 1.0
+                    assert det.evidence.references == 10 and det.evidence.calibrated and not det.evidence.zero_shot
+                    labels.append(int(defect is not None))
+                    scores.append(det.score)
+                    masks.append(mask)
+                    maps.append(det.anomaly_map)
+            image_aurocs.append(auroc(np.array(labels), np.array(scores)))
+    assert np.mean(image_aurocs) > 0.9, image_aurocs
+    assert auroc(np.stack(masks).ravel(), np.stack(maps).ravel()) > 0.9
+
+
+def test_detection_fields_regions_and_type(expert_kb, packaged):
+    image, mask = synth.sample("disc", "missing", 41_001, SIZE)
+    with open_kb(expert_kb, packaged) as kb:
+        det = kb.detect(image)  # category inferred from the nearest knowledge
+    assert isinstance(det, Detection) and det.category == "disc" and det.is_anomalous
+    assert det.regions and det.regions[0].peak >= det.threshold
+    x0, y0, x1, y1 = det.regions[0].bbox
+    assert mask[y0:y1, x0:x1].any(), "the strongest region overlaps the true defect"
+    assert det.predicted_defect_type is not None and det.predicted_defect_type.category == "disc"
+    assert any("inferred" in n for n in det.evidence.notes)
+    data = det.model_dump()
+    assert "anomaly_map" not in data and data["width"] == SIZE
+
+
+def test_memory_banks_are_cached_and_renewed(expert_kb, packaged, tmp_path):
+    path = tmp_path / "kb"
+    shutil.copytree(expert_kb, path)
+    image = synth.sample("tile", "hole", 41_002, SIZE)[0]
+    with open_kb(path, packaged) as kb:
+        first = kb.detect(image, "tile")
+    banks = list((path / "cache" / "banks").glob("*.npz"))
+    assert len(banks) == 2  # tile and disc (the first detect's category inference does not build one)
+    with open_kb(path, packaged) as kb:
+        again = kb.detect(image, "tile")
+        assert again.score == pytest.approx(first.score) and again.timings_ms["prepare"] < 1000
+        extra = tmp_path / "more" / "tile" / "good"
+        extra.mkdir(parents=True)
+        synth.sample("tile", None, 41_003, SIZE)[0].save(extra / "new.png")
+        kb.ingest([extra])
+        renewed = kb.detect(image, "tile")
+    assert renewed.evidence.references == 11
+
+
+def test_zero_shot_on_a_tiny_clip(tmp_path, tiny_clip, material):
+    with open_kb(tmp_path / "clip", tiny_clip) as kb:
+        kb.ingest([material["documents"]])
+        both = kb.detect(synth.sample("tile", "crack", 5, 64)[0], "tile")
+        zero = kb.detect(synth.sample("tile", "crack", 5, 64)[0], "tile", mode="zero-shot")
+        softmax_types = kb.detector.texts("tile", INDUSTRIAL).types
+    assert both.evidence.zero_shot and both.evidence.references == 1 and both.evidence.fusion
+    assert zero.evidence.zero_shot and zero.evidence.references == 0 and zero.is_anomalous is not None
+    assert zero.anomaly_map.shape == (64, 64) and np.isfinite(zero.anomaly_map).all()
+    assert set(softmax_types) == {"crack", "stain"}  # type-level prompts from the knowledge base
+
+
+def test_modes_the_encoder_or_knowledge_cannot_do_are_clear_errors(expert_kb, packaged, tmp_path):
+    image = synth.sample("tile", "crack", 6, SIZE)[0]
+    with open_kb(expert_kb, packaged) as kb:
+        with pytest.raises(InvalidInputError, match="joint image-text space"):
+            kb.detect(image, "tile", mode="zero-shot")
+        with pytest.raises(InvalidInputError, match="no normal references for category 'bottle'"):
+            kb.detect(image, "bottle")
+        with pytest.raises(InvalidInputError, match="unknown mode"):
+            kb.detect(image, "tile", mode="magic")
+        with pytest.raises(InvalidInputError, match="too small"):
+            kb.detect(Image.new("RGB", (8, 8)), "tile")
+        for odd in (image.convert("L"), image.convert("RGBA"), np.asarray(image.convert("L"), np.uint16) * 256):
+            assert kb.detect(odd, "tile").anomaly_map.shape == (SIZE, SIZE)
+        big = kb.detect(image.resize((700, 500)), "tile")
+        assert big.anomaly_map.shape == (500, 700)
+
+
+def test_domains_come_from_files(tmp_path):
+    (tmp_path / "medical.yaml").write_text(
+        "normal_states: ['healthy {obj}']\nabnormal_states: ['{obj} with a lesion']\n"
+        "templates: ['a brain MRI showing a {state}.']\ntype_templates: ['a brain MRI showing {cls}.']\n"
+    )
+    domain, note = load_domain("medical", [tmp_path])
+    assert note is None and domain.state_prompts("brain", abnormal=True) == [
+        "a brain MRI showing a brain with a lesion."
+    ]
+    assert domain.type_prompts("brain", "edema") == ["a brain MRI showing edema."]
+    fallback, note = load_domain("castings", [tmp_path])
+    assert fallback is INDUSTRIAL and note and "castings" in note
+    (tmp_path / "bad.yaml").write_text("normal_states: []\n")
+    with pytest.raises(InvalidInputError, match=r"bad\.yaml is invalid"):
+        load_domain("bad", [tmp_path])
+    shipped, _ = load_domain("medical", [Path(__file__).parents[2] / "docs" / "domains"])
+    assert "MRI" in shipped.templates[0]
+
+
+@pytest.mark.parametrize(
+    ("cy", "cx", "phrase"), [(5, 5, "top left"), (50, 50, "center"), (95, 50, "bottom"), (50, 99, "right")]
+)
+def test_location_phrases(cy, cx, phrase):
+    assert location_phrase(cy, cx, 100, 100) == phrase
+
+
+def test_eval_zsad_and_cli(material, tmp_path, monkeypatch):
+    report = eval_zsad(material["dataset"], Settings(encoder="packaged"), shots=3)
+    assert [r.category for r in report.rows] == ["disc", "tile"] and report.mode == "auto"
+    assert report.mean.image_auroc is not None and report.mean.pixel_auroc is not None
+    assert report.mean.pixel_auroc > 0.8
+    with pytest.raises(InvalidInputError, match="needs normal references"):
+        eval_zsad(material["dataset"], Settings(encoder="packaged"), shots=0, mode="references")
+    with pytest.raises(InvalidInputError, match="joint image-text space"):
+        eval_zsad(material["dataset"], Settings(encoder="packaged"), shots=0)
+    monkeypatch.setenv("KBENGINE_ENCODER", "packaged")
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", "zsad", str(material["dataset"]), "--shots", "2", "--limit", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert ZsadReport.model_validate_json(result.stdout).shots == 2
+    kb = tmp_path / "kb"
+    assert runner.invoke(app, ["ingest", str(material["dataset"]), "--kb", str(kb)]).exit_code == 0
+    image = material["dataset"] / "tile" / "test" / "crack" / "000.png"
+    overlay = tmp_path / "heat.png"
+    shown = runner.invoke(app, ["detect", str(image), "--kb", str(kb), "--category", "tile", "--out", str(overlay)])
+    assert shown.exit_code == 0, shown.output
+    assert "evidence: 4 normal references" in shown.output and Image.open(overlay).size == (128, 128)  # material
+
+
+def test_train_prompts_round_trip(tmp_path, tiny_clip, material):
+    from reasoning.expert.training import load_learned_texts, train_prompts
+
+    logged: list[str] = []
+    result = train_prompts(
+        tiny_clip, material["dataset"], tmp_path / "p.safetensors", epochs=3, lr=1e-2, log=logged.append
+    )
+    assert len(logged) == 3 and result["loss"][-1] < result["loss"][0]
+    learned = load_learned_texts(tiny_clip, tmp_path / "p.safetensors")
+    with open_kb(tmp_path / "kb", tiny_clip) as kb:
+        kb.ingest([material["documents"]])
+        det = kb.detect(synth.sample("disc", "scratch", 1, 64)[0], "disc", prompts=tmp_path / "p.safetensors")
+    assert det.evidence.learned_prompts and det.evidence.zero_shot
+    pair = learned.texts_for(np.ones(tiny_clip.identity.image_dim, np.float32))
+    assert pair.normal.shape == pair.abnormal.shape == (tiny_clip.identity.image_dim,)
+    with pytest.raises(InvalidInputError, match="no prompt file"):
+        load_learned_texts(tiny_clip, tmp_path / "missing.safetensors")

@@ -9,8 +9,8 @@ quarters). Measured on generated tiles, 16 references: blocks 4+7 give image AUR
 (local context, tolerance to small shifts), upsampled to the finest grid and concatenated; each
 layer is divided by its mean feature norm over the references first so no layer dominates.
 
-Size: greedy k-center coreset (on a 128-d random projection) keeps at most ``max_patches`` (8192:
-16 references at 28x28 patches fit whole; 64 take ~10 s to subsample once, then are cached).
+Size: greedy k-center coreset (on a 128-d random projection) keeps at most ``max_patches``
+(16384: 16 references at 28x28 patches fit whole; more are subsampled once, then cached).
 Calibration: with two or more references, up to 16 of them are each scored against the bank
 without the patches they contributed (leave-one-out); the normal patch and image scores give the
 map's scale (the 99.9th percentile of normal patch scores becomes the binarisation threshold) and
@@ -30,7 +30,7 @@ from PIL import Image
 from kbengine.encoders.base import Encoder
 from reasoning.expert.anomaly_map import image_score
 
-MAX_PATCHES = 8_192
+MAX_PATCHES = 16_384
 CALIBRATION_IMAGES = 16
 PROJECTION_DIM = 128
 PATCH_QUANTILE = 0.999
@@ -122,22 +122,25 @@ def embed_patches(
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """Indices of a greedy k-center coreset (each step adds the point furthest from the set)."""
+    """Indices of a greedy k-center coreset (each step adds the point furthest from the set);
+    squared distances via ||x||^2 - 2 x.c + ||c||^2, one matrix-vector product per step."""
     n = len(features)
     if size >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(features)
+    x = torch.from_numpy(np.ascontiguousarray(features, np.float32))
     if features.shape[1] > PROJECTION_DIM:
         projection = torch.from_numpy(rng.normal(size=(features.shape[1], PROJECTION_DIM)).astype(np.float32))
         x = x @ projection
-    chosen = [int(rng.integers(n))]
-    distance = torch.cdist(x, x[chosen[-1]][None]).squeeze(1)
-    for _ in range(size - 1):
+    norms = (x * x).sum(dim=1)
+    chosen = np.empty(size, np.int64)
+    chosen[0] = int(rng.integers(n))
+    distance = norms - 2 * torch.mv(x, x[chosen[0]]) + norms[chosen[0]]
+    for step in range(1, size):
         nxt = int(torch.argmax(distance))
-        chosen.append(nxt)
-        distance = torch.minimum(distance, torch.cdist(x, x[nxt][None]).squeeze(1))
-    return np.array(chosen)
+        chosen[step] = nxt
+        torch.minimum(distance, norms - 2 * torch.mv(x, x[nxt]) + norms[nxt], out=distance)
+    return chosen
 
 
 def nearest_distance(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.ndarray:

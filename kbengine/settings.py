@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only.")
     domains_dir: Path | None = Field(None, description="Extra folder of domain files (<name>.yaml).")
     detect_max_references: int = Field(32, ge=1, description="Normal references per category in a memory bank.")
+    detect_map_form: str = Field(
+        "ratio", pattern="^(ratio|softmax)$", description="Zero-shot map: eq. 2's ratio or the softmax form."
+    )
     detect_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Binarisation level of the [0, 1] map.")
     cache_dir: Path | None = Field(
         None, description="Derived data (type centroids); default <kb>/cache, none in server mode unless set."

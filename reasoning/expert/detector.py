@@ -187,7 +187,7 @@ class Detector:
         bank: MemoryBank | None = None,
         learned: LearnedPrompts | None = None,
         learned_name: str | None = None,
-        form: str = "ratio",
+        form: str | None = None,
         with_type: bool = True,
     ) -> Detection:
         if mode not in MODES:
@@ -248,7 +248,7 @@ class Detector:
                 texts = learned.texts_for(self.encoder.embed_images([picture])[0])
             else:
                 texts = self.texts(category, domain)
-            grid, score, _ = zero_shot(self.encoder, picture, texts, form)
+            grid, score, _ = zero_shot(self.encoder, picture, texts, form or self.settings.detect_map_form)
             maps.append(upsample(grid, width, height))
             scores.append(score)
             calibrated = calibrated or bank is None

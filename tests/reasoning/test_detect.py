@@ -111,6 +111,25 @@ def test_zero_shot_on_a_tiny_clip(tmp_path, tiny_clip, material):
     assert set(softmax_types) == {"crack", "stain"}  # type-level prompts from the knowledge base
 
 
+def test_seek_with_a_focus_key(expert_kb, packaged):
+    image = synth.sample("disc", "scratch", 41_004, SIZE)[0]
+    with open_kb(expert_kb, packaged) as kb:
+        plain = kb.seek(image, k=3, category="disc")
+        focused = kb.seek(image, k=3, category="disc", focus=True)
+        with pytest.raises(InvalidInputError, match="focus needs normal references"):
+            kb.seek(image, k=3, category="bottle", focus=True)
+    assert [p.name for p in plain.diagnostics.pipelines] == ["image>image"]
+    assert [p.name for p in focused.diagnostics.pipelines] == ["image>image", "focus>image"]
+    assert focused.hits[0].category == "disc" and "focus>image" in focused.hits[0].pipeline_scores
+
+
+def test_softmax_map_form(tmp_path, tiny_clip, material):
+    with open_kb(tmp_path / "clip", tiny_clip, detect_map_form="softmax") as kb:
+        kb.ingest([material["documents"]])
+        det = kb.detect(synth.sample("tile", "crack", 5, 64)[0], "tile", mode="zero-shot")
+    assert np.isfinite(det.anomaly_map).all() and 0 <= det.score <= 1
+
+
 def test_modes_the_encoder_or_knowledge_cannot_do_are_clear_errors(expert_kb, packaged, tmp_path):
     image = synth.sample("tile", "crack", 6, SIZE)[0]
     with open_kb(expert_kb, packaged) as kb:

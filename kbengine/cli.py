@@ -367,6 +367,113 @@ def train_prompts_command(
     out.print(f"prompts written to {result['out']} (load them with --prompts)")
 
 
+LlmOpt = Annotated[str | None, typer.Option("--llm", help="none (grounded report) | openai | hf (KBENGINE_LLM).")]
+LlmUrlOpt = Annotated[str | None, typer.Option("--llm-url", help="OpenAI-compatible server URL (KBENGINE_LLM_URL).")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Model name (openai) or local model folder (hf) (KBENGINE_LLM_MODEL).")
+]
+SettingOpt = Annotated[str, typer.Option("--setting", help="seek (knowledge + expert) | vanilla (1-shot).")]
+
+
+def _llm_settings(llm: str | None, llm_url: str | None, model: str | None) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if llm is not None:
+        changes["llm"] = llm
+    if llm_url is not None:
+        changes["llm_url"] = llm_url
+    if model is not None:
+        changes["llm_model"] = model
+    return changes
+
+
+@app.command()
+def ask(
+    image: Annotated[Path, typer.Argument(help="The image to ask about.")],
+    question: Annotated[str, typer.Argument(help="The question, e.g. 'Is there a defect? What type, where?'")],
+    llm: LlmOpt = None,
+    llm_url: LlmUrlOpt = None,
+    model: ModelOpt = None,
+    setting: SettingOpt = "seek",
+    knowledge: Annotated[bool, typer.Option("--knowledge/--no-knowledge", help="Send retrieved knowledge.")] = True,
+    expert: Annotated[bool, typer.Option("--expert/--no-expert", help="Send the AD Expert's findings.")] = True,
+    category: Annotated[str | None, typer.Option(help="The part's category (default: inferred).")] = None,
+    kb: KbOpt = None,
+    url: UrlOpt = None,
+    collection: CollOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question about an image from the plant's knowledge and the AD Expert (streamed)."""
+    from kbengine.facade import KnowledgeBase
+
+    settings = Settings().model_copy(update=_llm_settings(llm, llm_url, model))
+    changes: dict[str, Any] = {}
+    if kb is not None:
+        changes["kb"] = kb
+    with KnowledgeBase.open(url=url, collection=collection, settings=settings, **changes) as base:
+        stream = None if as_json else (lambda piece: out.print(piece, end="", highlight=False, markup=False))
+        answer = base.ask(
+            image, question, setting=setting, knowledge=knowledge, expert=expert, category=category, stream=stream
+        )
+    if as_json:
+        out.print_json(answer.model_dump_json())
+        return
+    out.print()
+    out.file.flush()
+    cited = ", ".join(f"[{h.rank}] {h.title}" for h in answer.hits)
+    err.print(f"({answer.llm}; knowledge: {cited or '-'})", highlight=False, markup=False)
+    for note in answer.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+
+
+@eval_app.command("mmad")
+def eval_mmad_command(
+    mmad_json: Annotated[Path, typer.Argument(help="MMAD's mmad.json (or a file in its format).")],
+    images: Annotated[Path, typer.Option("--images", help="The image root the JSON's paths are relative to.")],
+    setting: SettingOpt = "vanilla",
+    llm: LlmOpt = None,
+    llm_url: LlmUrlOpt = None,
+    model: ModelOpt = None,
+    types: Annotated[list[str] | None, typer.Option("--types", help="Only these question types (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    records: Annotated[
+        Path | None, typer.Option("--records", help="JSONL of per-question records (resumed when it exists).")
+    ] = None,
+    kb: KbOpt = None,
+    url: UrlOpt = None,
+    collection: CollOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """MMAD accuracy per question type (Anomaly Detection as balanced accuracy) and the average."""
+    from kbengine.evaluation import eval_mmad
+    from kbengine.facade import KnowledgeBase
+
+    settings = Settings().model_copy(update=_llm_settings(llm, llm_url, model))
+    bar, update = _progress("asking")
+    use_kb = setting == "seek" or kb is not None or url is not None
+    changes: dict[str, Any] = {"kb": kb} if kb is not None else {}
+    with bar:
+        if use_kb:
+            with KnowledgeBase.open(url=url, collection=collection, settings=settings, **changes) as base:
+                report = eval_mmad(mmad_json, images, settings, kb=base, setting=setting, types=types, limit=limit,
+                                   records=records, progress=update)  # fmt: skip
+        else:
+            report = eval_mmad(mmad_json, images, settings, setting=setting, types=types, limit=limit,
+                               records=records, progress=update)  # fmt: skip
+    if as_json:
+        out.print_json(report.model_dump_json())
+        return
+    out.print(
+        f"MMAD {escape(report.file)}: setting {report.setting}, {report.llm}, {report.questions} questions "
+        f"({report.resumed} resumed from {escape(report.records)}), {report.score.unparseable} unparseable",
+        highlight=False,
+    )
+    table = Table("question type", "questions", "accuracy")
+    for name, value in report.score.per_type.items():
+        table.add_row(name, str(report.score.counts.get(name, 0)), f"{value:.1%}")
+    table.add_row("average", str(report.score.answered), f"{report.score.average:.1%}", end_section=True)
+    out.print(table)
+
+
 def print_seek_eval(report: SeekEvalReport) -> None:
     out.print(
         f"seek accuracy on {escape(report.dataset)} against {escape(report.knowledge)} "
@@ -510,9 +617,11 @@ def demo(
     print_seek(result.seek)
     print_detection(result.detection)
     out.print(f"heatmap overlay: {result.overlay}", highlight=False)
+    out.print(f"\nask: {result.answer.question}\n{escape(result.answer.text)}", highlight=False)
     out.print(
         f"Knowledge base ready at {result.kb}. Try: kbengine seek {result.query} --kb {result.kb} --plot scores.png"
-        f" or kbengine detect {result.query} --kb {result.kb} --out heat.png",
+        f" or kbengine detect {result.query} --kb {result.kb} --out heat.png"
+        f' or kbengine ask {result.query} "What defect is this?" --kb {result.kb}',
         highlight=False,
     )
 

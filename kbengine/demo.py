@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from kbengine import synth
 from kbengine.encoders import resolve_backend
 from kbengine.facade import KnowledgeBase
-from kbengine.schemas import Detection, IngestReport, KBInfo, SeekResult
+from kbengine.schemas import Answer, Detection, IngestReport, KBInfo, SeekResult
 from kbengine.settings import Settings
 
+DEMO_QUESTION = "Is there a defect? What type, where, and what are its causes and consequences?"
 DEMO_QUERY_SEED = 90_001
 """A part the generated material does not hold."""
 
@@ -27,6 +28,7 @@ class DemoResult(BaseModel):
     seek: SeekResult
     detection: Detection
     overlay: str
+    answer: Answer
 
 
 def run_demo(
@@ -57,6 +59,8 @@ def run_demo(
         from reasoning.expert.overlay import write_overlay
 
         write_overlay(query, detection, overlay)
+        say("Asking (default backend: the grounded report) ...")
+        answer = kb.ask(query, DEMO_QUESTION, category="disc")
     return DemoResult(
         root=str(root),
         kb=str(settings.kb),
@@ -66,4 +70,5 @@ def run_demo(
         seek=found,
         detection=detection,
         overlay=str(overlay),
+        answer=answer,
     )

@@ -36,3 +36,8 @@ class EmptyKnowledgeBaseError(KBEngineError):
 
 class StoreError(KBEngineError):
     """The Qdrant store failed or cannot be reached."""
+
+
+class LLMError(KBEngineError):
+    """The multimodal LLM could not answer: a server that is down, a wrong model name, a reply
+    without content, missing model files."""

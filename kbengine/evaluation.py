@@ -276,3 +276,101 @@ def _mean_row(rows: list[ZsadRow]) -> ZsadRow:
         values = [getattr(r, name) for r in rows if getattr(r, name) is not None]
         setattr(mean, name, sum(values) / len(values) if values else None)
     return mean
+
+
+def eval_mmad(
+    mmad_json: Path,
+    images: Path,
+    settings: Settings,
+    *,
+    kb: KnowledgeBase | None = None,
+    setting: str = "vanilla",
+    llm: str | None = None,
+    types: list[str] | None = None,
+    limit: int | None = None,
+    records: Path | None = None,
+    progress: Progress | None = None,
+) -> Any:
+    """MMAD multiple-choice accuracy (``reasoning.mmad``): each question asked on its own, answers
+    parsed as MMAD does (an unparseable answer is wrong), records appended to ``records`` (JSONL) so
+    an interrupted run resumes where it stopped. ``vanilla`` uses the record's own template
+    (``random_templates[0]``, MMAD's 1-shot protocol); ``seek`` replaces it with the retrieved
+    knowledge and adds the AD Expert's findings (needs ``kb``)."""
+    from kbengine.images import load_image
+    from reasoning.llm import get_llm
+    from reasoning.mmad import MMADEvalReport, MMADRecord, RecordLog, is_normal_question, load_mmad, parse_answer
+    from reasoning.prompt import vanilla_messages
+    from reasoning.report import write_report
+
+    if setting not in ("vanilla", "seek"):
+        raise InvalidInputError(f"unknown setting {setting!r}; choose vanilla or seek")
+    if setting == "seek" and kb is None:
+        raise InvalidInputError("--setting seek needs a knowledge base: give --kb DIR (or --url)")
+    if not images.is_dir():
+        raise InvalidInputError(f"the image root {images} is not a folder")
+    questions = load_mmad(mmad_json, types=types, limit=limit)
+    model = get_llm(settings, llm)
+    name = model.name if model is not None else "none"
+    log = RecordLog(records or mmad_json.with_suffix(f".{setting}.{name.split(':')[0]}.jsonl"))
+    done = log.done_keys()
+    resumed = sum(1 for q in questions if q.key in done)
+    started = time.perf_counter()
+    for i, question in enumerate(questions):
+        if question.key in done:
+            continue
+        if progress:
+            progress(i, len(questions), question.image)
+        clock = time.perf_counter()
+        path = images / question.image
+        if not path.is_file():
+            raise InvalidInputError(f"{question.image}: no such image under {images}")
+        if setting == "seek":
+            assert kb is not None
+            answer = kb.ask(path, question.question, model, setting="seek", options=question.options)
+            raw, choice = answer.text, answer.choice
+        elif model is None:
+            raw, choice = write_report(question.question, None, [], question.options)
+        else:
+            template_path = images / question.random_templates[0] if question.random_templates else None
+            template = load_image(template_path) if template_path and template_path.is_file() else None
+            messages = vanilla_messages(
+                load_image(path),
+                question.question,
+                template=template,
+                template_path=str(template_path) if template is not None else None,
+                options=question.options,
+                query_path=str(path),
+            )
+            raw = model.generate(messages, max_new_tokens=settings.llm_max_new_tokens)
+            choice = parse_answer(raw, question.options)
+        log.append(
+            MMADRecord(
+                key=question.key,
+                image=question.image,
+                index=question.index,
+                type=question.type,
+                answer=question.answer,
+                predicted=choice,
+                correct=choice == question.answer,
+                raw=raw,
+                is_normal_image=is_normal_question(question),
+                seconds=round(time.perf_counter() - clock, 3),
+            )
+        )
+    if progress:
+        progress(len(questions), len(questions), "")
+    from reasoning.mmad import score
+
+    wanted = {q.key for q in questions}
+    kept = [r for r in log.records() if r.key in wanted]
+    return MMADEvalReport(
+        file=str(mmad_json),
+        images=str(images),
+        setting=setting,
+        llm=name,
+        questions=len(questions),
+        resumed=resumed,
+        records=str(log.path),
+        score=score(kept),
+        seconds=round(time.perf_counter() - started, 2),
+    )

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from reasoning.asker import Asker
     from reasoning.expert.detector import Detector
+    from reasoning.llm.base import LLM
     from retrieval import Seeker
 
 from kbengine.blobs import BlobStore
 from kbengine.encoders import Encoder, EncoderIdentity, get_encoder
 from kbengine.errors import InvalidInputError, KBEngineError
 from kbengine.images import ImageInput
-from kbengine.schemas import CategoryInfo, Detection, IngestReport, KBInfo, SeekResult
+from kbengine.schemas import Answer, CategoryInfo, Detection, IngestReport, KBInfo, SeekResult
 from kbengine.settings import Settings
 from kbengine.store import Store, get_store
 from kbengine.store.base import SOURCE_KIND, Where
@@ -40,6 +42,7 @@ class KnowledgeBase:
         self.blobs = BlobStore(Path(blob_root))
         self._seeker: Seeker | None = None
         self._detector: Detector | None = None
+        self._asker: Asker | None = None
         if settings.encoder != "auto" and encoder is None:
             self._encoder = get_encoder(settings, self.identity)
 
@@ -137,6 +140,45 @@ class KnowledgeBase:
 
             learned, name = load_learned_texts(self.encoder, Path(prompts)), str(prompts)
         return self.detector.detect(image, category, mode=mode, learned=learned, learned_name=name)
+
+    def ask(
+        self,
+        image: ImageInput,
+        question: str,
+        llm: LLM | str | None = None,
+        *,
+        setting: str = "seek",
+        knowledge: bool = True,
+        expert: bool = True,
+        category: str | None = None,
+        options: dict[str, str] | None = None,
+        template: ImageInput | None = None,
+        k: int = 3,
+        stream: Callable[[str], Any] | None = None,
+    ) -> Answer:
+        """Answer ``question`` about ``image`` from the retrieved knowledge and the AD Expert's
+        findings. ``llm``: a backend name (``none``, ``openai``, ``hf``; default ``KBENGINE_LLM``)
+        or an LLM object; ``none`` writes the grounded report. See :mod:`reasoning.asker`."""
+        from reasoning.llm import get_llm
+
+        model = get_llm(self.settings, llm) if llm is None or isinstance(llm, str) else llm
+        if self._asker is None:
+            from reasoning.asker import Asker
+
+            self._asker = Asker(self.seeker, self.detector, self.settings)
+        return self._asker.ask(
+            image,
+            question,
+            llm=model,
+            setting=setting,
+            knowledge=knowledge,
+            expert=expert,
+            category=category,
+            options=options,
+            template=template,
+            k=k,
+            stream=stream,
+        )
 
     def seek(
         self,

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         "ratio", pattern="^(ratio|softmax)$", description="Zero-shot map: eq. 2's ratio or the softmax form."
     )
     detect_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Binarisation level of the [0, 1] map.")
+    # Reasoning (MLLM)
+    llm: str = Field("none", description="none (grounded report) | openai | hf.")
+    llm_url: str = Field("http://localhost:8000/v1", description="OpenAI-compatible server base URL.")
+    llm_api_key: str | None = None
+    llm_model: str | None = Field(None, description="Model name (openai) or local model folder (hf).")
+    llm_timeout: float = Field(120.0, gt=0, description="Seconds to wait for a reply (openai).")
+    llm_retries: int = Field(2, ge=0, description="Retries with backoff on 5xx/timeouts (openai).")
+    llm_max_new_tokens: int = Field(512, ge=1)
     cache_dir: Path | None = Field(
         None, description="Derived data (type centroids); default <kb>/cache, none in server mode unless set."
     )

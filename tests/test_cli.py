@@ -47,6 +47,8 @@ def test_demo_builds_a_knowledge_base(tmp_path, monkeypatch):
         detection["is_anomalous"] and detection["regions"] and detection["predicted_defect_type"]["category"] == "disc"
     )
     assert (tmp_path / "query" / "disc_scratch_heatmap.png").is_file()
+    answer = data["answer"]
+    assert answer["llm"] == "none" and "Defect: yes" in answer["text"] and "scratch" in answer["text"]
     info = runner.invoke(app, ["info", "--kb", str(tmp_path / "kb"), "--json"])
     assert info.exit_code == 0
     assert KBInfo.model_validate_json(info.stdout).locks == data["info"]["locks"]

@@ -84,3 +84,12 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such image file")
     return open_image_file(path, max_pixels)
+
+
+def describe(image: ImageInput) -> str:
+    """How an image input is named in results: its path, or its kind and size."""
+    if isinstance(image, str | Path):
+        return str(image)
+    if isinstance(image, np.ndarray):
+        return f"<array {'x'.join(map(str, image.shape))}>"
+    return f"<image {image.size[0]}x{image.size[1]}>"

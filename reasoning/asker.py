@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from kbengine.errors import InvalidInputError
-from kbengine.images import ImageInput, load_image
+from kbengine.images import ImageInput, describe, load_image
 from kbengine.schemas import Answer, Detection, PromptPart, SeekHit
 from kbengine.settings import Settings
-from reasoning.expert.detector import Detector, describe
+from reasoning.expert.detector import Detector
 from reasoning.llm.base import LLM
 from reasoning.prompt import audit, seek_messages, vanilla_messages
 from reasoning.report import write_report

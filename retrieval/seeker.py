@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -19,7 +18,7 @@ import numpy as np
 from kbengine.blobs import BlobStore
 from kbengine.encoders.base import Encoder
 from kbengine.errors import EmptyKnowledgeBaseError, InvalidInputError
-from kbengine.images import ImageInput, load_image
+from kbengine.images import ImageInput, describe, load_image
 from kbengine.schemas import (
     NORMAL_TYPE,
     ClusterStat,
@@ -36,14 +35,6 @@ from kbengine.store.base import Store, Where
 from retrieval.candidates import Candidates, DocCandidate, LockHit, Pipeline, gather
 from retrieval.centroids import CentroidCache, TypeCentroids, predict_type
 from retrieval.sampling import STRATEGIES, Selection, Strategy, select
-
-
-def describe(image: ImageInput) -> str:
-    if isinstance(image, str | Path):
-        return str(image)
-    if isinstance(image, np.ndarray):
-        return f"<array {'x'.join(map(str, image.shape))}>"
-    return f"<image {image.size[0]}x{image.size[1]}>"
 
 
 class Seeker:

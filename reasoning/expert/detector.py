@@ -32,7 +32,7 @@ from PIL import Image
 from kbengine.blobs import BlobStore
 from kbengine.encoders.base import Encoder
 from kbengine.errors import InvalidInputError
-from kbengine.images import ImageInput, load_image
+from kbengine.images import ImageInput, describe, load_image
 from kbengine.schemas import NORMAL_TYPE, Detection, Evidence, Region, TypePrediction
 from kbengine.settings import Settings
 from kbengine.store.base import Store, Where
@@ -50,14 +50,6 @@ Mode = Literal["auto", "zero-shot", "references", "both"]
 MODES: tuple[str, ...] = ("auto", "zero-shot", "references", "both")
 REFERENCE_KINDS = ("image", "figure")
 BANK_VERSION = "1"
-
-
-def describe(image: ImageInput) -> str:
-    if isinstance(image, str | Path):
-        return str(image)
-    if isinstance(image, np.ndarray):
-        return f"<array {'x'.join(map(str, image.shape))}>"
-    return f"<image {image.size[0]}x{image.size[1]}>"
 
 
 def focus_crop(picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> Image.Image:

@@ -189,6 +189,10 @@ def seek(
     as_json: JsonOpt = False,
 ) -> None:
     """Q2K RAG: the knowledge documents that explain this image, and why they were chosen."""
+    if plot is not None:
+        from retrieval.plot import check_plot_path
+
+        check_plot_path(plot)
     with _open(kb, url, collection, None) as base:
         result = base.seek(
             image,

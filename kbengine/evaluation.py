@@ -16,6 +16,7 @@ type-centroid prediction leaves the query's vector out of its centroid the same 
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -200,20 +201,27 @@ def eval_zsad(
             for category in sorted(by_category):
                 group = by_category[category]
                 tests = [i for i in group if i.split == "test"][: limit or None]
-                normals = [i for i in group if i.split == "train" and i.is_normal][:shots]
+                normals = (
+                    [i for i in group if i.split == "train" and i.is_normal][:shots] if mode != "zero-shot" else []
+                )
                 if not tests:
                     continue
                 if shots and not normals:
                     raise InvalidInputError(f"{category} has no train/good images to take {shots} reference(s) from")
                 bank = build_bank(kb.encoder, [load_image(n.path) for n in normals]) if normals else None
-                scores, labels, maps, masks = [], [], [], []
+                scores: list[float] = []
+                labels: list[int] = []
+                maps: list[Any] = []
+                masks: list[Any] = []
                 for item in tests:
                     if progress:
                         progress(images_done, total, str(item.path))
                     det = detector.detect(item.path, category, mode=mode, bank=bank, learned=learned, with_type=False)
                     scores.append(det.score)
                     labels.append(0 if item.is_normal else 1)
-                    if item.is_normal or item.mask is not None:
+                    if (item.is_normal or item.mask is not None) and (
+                        not maps or maps[0].shape == det.anomaly_map.shape
+                    ):
                         mask = np.zeros((det.height, det.width), bool)
                         if item.mask is not None:
                             picture = Image.open(item.mask).convert("L").resize((det.width, det.height))
@@ -311,7 +319,8 @@ def eval_mmad(
     questions = load_mmad(mmad_json, types=types, limit=limit)
     model = get_llm(settings, llm)
     name = model.name if model is not None else "none"
-    log = RecordLog(records or mmad_json.with_suffix(f".{setting}.{name.split(':')[0]}.jsonl"))
+    tag = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80]
+    log = RecordLog(records or mmad_json.with_suffix(f".{setting}.{tag}.jsonl"))
     done = log.done_keys()
     resumed = sum(1 for q in questions if q.key in done)
     started = time.perf_counter()
@@ -326,7 +335,7 @@ def eval_mmad(
             raise InvalidInputError(f"{question.image}: no such image under {images}")
         if setting == "seek":
             assert kb is not None
-            answer = kb.ask(path, question.question, model, setting="seek", options=question.options)
+            answer = kb.ask(path, question.question, model or "none", setting="seek", options=question.options)
             raw, choice = answer.text, answer.choice
         elif model is None:
             raw, choice = write_report(question.question, None, [], question.options)

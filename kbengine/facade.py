@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from retrieval import Seeker
 
 from kbengine.blobs import BlobStore
+from kbengine.datasets import ident
 from kbengine.encoders import Encoder, EncoderIdentity, get_encoder
 from kbengine.errors import InvalidInputError, KBEngineError
 from kbengine.images import ImageInput
@@ -104,6 +105,8 @@ class KnowledgeBase:
         self.identity = self.encoder.identity
         if self._seeker is not None:
             self._seeker.centroids.invalidate()
+        if self._detector is not None:
+            self._detector.forget_texts()
         return report
 
     @property
@@ -134,6 +137,7 @@ class KnowledgeBase:
     ) -> Detection:
         """The AD Expert: anomaly score, map, mask, regions and the defect-type guess; see
         :mod:`reasoning.expert.detector`. ``prompts``: a file written by ``train-prompts``."""
+        category = ident(category) if category else None
         learned, name = (None, None)
         if prompts is not None:
             from reasoning.expert.training import load_learned_texts
@@ -161,6 +165,7 @@ class KnowledgeBase:
         or an LLM object; ``none`` writes the grounded report. See :mod:`reasoning.asker`."""
         from reasoning.llm import get_llm
 
+        category = ident(category) if category else None
         model = get_llm(self.settings, llm) if llm is None or isinstance(llm, str) else llm
         if self._asker is None:
             from reasoning.asker import Asker
@@ -204,6 +209,8 @@ class KnowledgeBase:
         the type prediction. Off by default: measured on the generated set (54 queries, topk), it
         lowers top-1 from 98.1% to 85.2% against document knowledge, because a crop is compared
         with whole-image locks and centroids (see the README)."""
+        category = ident(category) if category else None
+        defect_type = ident(defect_type) if defect_type else None
         focus_key = None
         if focus:
             found = self.detector.focus_for(image, category)

@@ -78,7 +78,9 @@ class Asker:
                 messages = seek_messages(query, question, hits=hits, detection=detection, options=options,
                                          query_path=query_path)  # fmt: skip
             else:
-                picture, path = self._template(template, category or (detection.category if detection else None))
+                picture, path = self._template(template, category, query)
+                if picture is None:
+                    notes.append("no normal reference of this category to use as the template")
                 messages = vanilla_messages(query, question, template=picture, template_path=path, options=options,
                                             query_path=query_path)  # fmt: skip
             text = llm.generate(messages, max_new_tokens=self.settings.llm_max_new_tokens, stream=stream)
@@ -118,10 +120,15 @@ class Asker:
         found = [h for h in extra if h.doc_id not in known and (h.sections.description or h.sections.causes)]
         return [h.model_copy(update={"rank": len(hits) + 1}) for h in found[:1]]
 
-    def _template(self, template: ImageInput | None, category: str | None) -> tuple[Any, str | None]:
-        """The vanilla template: the one given, else a normal reference of the category."""
+    def _template(
+        self, template: ImageInput | None, category: str | None, query_image: Any = None
+    ) -> tuple[Any, str | None]:
+        """The vanilla template: the one given, else a normal reference of the category (inferred
+        from the query when not given)."""
         if template is not None:
             return load_image(template), describe(template)
+        if category is None and query_image is not None:
+            category = self.detector.infer_category(query_image)
         if category:
             locks = self.detector._reference_locks(category)
             if locks:

@@ -15,21 +15,16 @@ import re
 
 from kbengine.schemas import Detection, SeekHit
 
-YES = ("yes", "there is", "defect", "anomal", "abnormal", "damaged")
-NO = ("no", "none", "normal", "flawless", "without", "intact")
-LOCATION_WORDS = ("top", "bottom", "left", "right", "center", "centre", "middle", "upper", "lower")
+SYNONYMS = {"centre": "center", "middle": "center", "central": "center", "upper": "top", "lower": "bottom"}
 
 
 def _words(text: str) -> set[str]:
-    return {w[:5] for w in re.findall(r"[a-z]+", text.lower().replace("_", " ")) if len(w) > 2}
+    words = re.findall(r"[a-z]+", text.lower().replace("_", " "))
+    return {SYNONYMS.get(w, w)[:5] for w in words if len(w) > 2}
 
 
 def _verdict(det: Detection | None) -> bool | None:
-    if det is None:
-        return None
-    if det.is_anomalous is not None:
-        return det.is_anomalous
-    return det.score >= 0.5 if det.evidence.zero_shot else None
+    return det.is_anomalous if det is not None else None
 
 
 def _defect_type(det: Detection | None, hits: list[SeekHit]) -> str | None:
@@ -54,16 +49,23 @@ def choose(question: str, options: dict[str, str], det: Detection | None, hits: 
         if not det.regions:
             return None
         phrase = _words(det.regions[0].location)
-        best = max(texts, key=lambda k: len(phrase & _words(texts[k])))
-        return best if phrase & _words(texts[best]) else None
+
+        def jaccard(option: str) -> float:
+            words = _words(option)
+            return len(phrase & words) / len(phrase | words) if words else 0.0
+
+        scores = {k: jaccard(v) for k, v in texts.items()}
+        top = max(scores.values())
+        best = [k for k, v in scores.items() if v == top]
+        return best[0] if top > 0 and len(best) == 1 else None
     if any(w in q for w in ("type", "kind", "category of the defect", "what defect", "which defect")):
         defect = _defect_type(det, hits)
         if defect is None or verdict is False:
             return None
         target = _words(defect)
-        scored = {k: len(target & _words(v)) for k, v in texts.items()}
-        best = max(scored, key=lambda k: scored[k])
-        return best if scored[best] > 0 else None
+        overlap = {k: len(target & _words(v)) for k, v in texts.items()}
+        winner = max(overlap, key=lambda k: overlap[k])
+        return winner if overlap[winner] > 0 else None
     return None
 
 

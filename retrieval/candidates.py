@@ -20,7 +20,8 @@ Fusion rule. A document's score in a pipeline is its best lock's cosine. With on
 fused score is that cosine. With several, cosines of different pipelines are not comparable
 (CLIP image-text cosines sit near 0.3, image-image near 0.8), so each pipeline's document scores
 are standardised over its own candidates (z-scores; a document the pipeline did not return counts
-as its lowest candidate), and the fused score is their weighted mean (``PIPELINE_WEIGHTS``). A
+one standard deviation below its lowest candidate, so any match beats none), and the fused score
+is their weighted mean (``PIPELINE_WEIGHTS``). A
 document matching both the picture and the words thus ranks above one matching only one of them.
 """
 
@@ -170,7 +171,7 @@ def fuse(documents: list[DocCandidate], pipelines: list[Pipeline]) -> None:
         present = np.isfinite(raw)
         mean, std = raw[present].mean(), raw[present].std()
         z = (raw - mean) / std if std > 1e-12 else np.where(present, 0.0, np.nan)
-        floor = np.nanmin(z) if present.any() else 0.0
+        floor = (np.nanmin(z) if present.any() else 0.0) - 1.0
         total += p.weight * np.where(present, z, floor)
         weight_sum += p.weight
     for d, value in zip(documents, total / weight_sum, strict=True):

@@ -8,7 +8,8 @@ unknown type (``unspecified``) have no centroid: a centroid answers "which defec
 
 Centroids are computed from the store on first use and cached: in memory for the life of the
 knowledge base object, and on disk (``<cache>/type-centroids.npz``) keyed by a fingerprint of
-the store's source markers, so a new process reuses them until an ingest changes a source.
+the encoder, the store's location and its source markers, so a new process reuses them until an
+ingest changes a source. (In server mode another process's ingest is seen after a reopen.)
 """
 
 from __future__ import annotations
@@ -40,20 +41,28 @@ class TypeCentroids:
     sums: np.ndarray
     """(T, D) sums of the normalised example vectors (kept so examples can be left out)."""
     counts: np.ndarray
+    from_pages: np.ndarray | None = None
+    """Per row, whether the centroid fell back to rendered pages."""
 
     @property
     def empty(self) -> bool:
         return not self.keys
 
-    def without(self, vectors: Sequence[tuple[tuple[str, str, str], np.ndarray]]) -> TypeCentroids:
-        """The centroids with these (key, vector) examples left out (leave-one-out evaluation)."""
+    def without(self, vectors: Sequence[tuple[tuple[str, str, str], str, np.ndarray]]) -> TypeCentroids:
+        """The centroids with these (key, lock kind, vector) examples left out (leave-one-out),
+        by the same rules that put them in (kind, valid vector)."""
         sums, counts = self.sums.copy(), self.counts.copy()
         index = {k: i for i, k in enumerate(self.keys)}
-        for key, vector in vectors:
-            if key in index:
-                sums[index[key]] -= l2_normalise(vector[None])[0]
-                counts[index[key]] -= 1
-        return TypeCentroids(self.keys, sums, counts)
+        pages = self.from_pages if self.from_pages is not None else np.zeros(len(self.keys), bool)
+        for key, kind, vector in vectors:
+            i = index.get(key)
+            if i is None or not np.all(np.isfinite(vector)) or not np.any(vector):
+                continue
+            if kind not in (*EXAMPLE_KINDS, *FALLBACK_KINDS) or (kind in FALLBACK_KINDS) != bool(pages[i]):
+                continue
+            sums[i] -= l2_normalise(vector[None])[0]
+            counts[i] -= 1
+        return TypeCentroids(self.keys, sums, counts, self.from_pages)
 
 
 def source_fingerprint(store: Store) -> str:
@@ -84,13 +93,20 @@ def compute_centroids(store: Store) -> TypeCentroids:
         vector = l2_normalise(hit.vector[None])[0].astype(np.float64)
         target[key] = target[key] + vector if key in target else vector
         tally[key] = tally.get(key, 0) + 1
+    fallback = set()
     for key in page_sums:
         if key not in sums:
             sums[key], counts[key] = page_sums[key], page_counts[key]
+            fallback.add(key)
     keys = sorted(sums)
     if not keys:
         return TypeCentroids([], np.zeros((0, 0)), np.zeros(0, np.int64))
-    return TypeCentroids(keys, np.stack([sums[k] for k in keys]), np.array([counts[k] for k in keys], np.int64))
+    return TypeCentroids(
+        keys,
+        np.stack([sums[k] for k in keys]),
+        np.array([counts[k] for k in keys], np.int64),
+        np.array([k in fallback for k in keys]),
+    )
 
 
 def predict_type(
@@ -134,9 +150,10 @@ def predict_type(
 class CentroidCache:
     """Centroids computed once per store state (see the module docstring)."""
 
-    def __init__(self, store: Store, folder: Path | None) -> None:
+    def __init__(self, store: Store, folder: Path | None, encoder: str = "") -> None:
         self.store = store
         self.folder = folder
+        self.encoder = encoder
         self._centroids: TypeCentroids | None = None
 
     def invalidate(self) -> None:
@@ -150,7 +167,9 @@ class CentroidCache:
     def _load_or_compute(self) -> TypeCentroids:
         if self.folder is None:
             return compute_centroids(self.store)
-        fingerprint = source_fingerprint(self.store)
+        fingerprint = hashlib.sha256(
+            f"{self.encoder}\0{self.store.location}\0{source_fingerprint(self.store)}".encode()
+        ).hexdigest()
         path = self.folder / CACHE_NAME
         cached = _read(path, fingerprint)
         if cached is not None:
@@ -166,7 +185,8 @@ def _read(path: Path, fingerprint: str) -> TypeCentroids | None:
             if str(data["fingerprint"]) != fingerprint:
                 return None
             keys = [tuple(str(x) for x in row) for row in data["keys"]]
-            return TypeCentroids(keys, data["sums"], data["counts"])  # type: ignore[arg-type]
+            pages = data["from_pages"] if "from_pages" in data.files and len(data["from_pages"]) == len(keys) else None
+            return TypeCentroids(keys, data["sums"], data["counts"], pages)  # type: ignore[arg-type]
     except (OSError, KeyError, ValueError):
         return None
 
@@ -183,6 +203,7 @@ def _write(path: Path, fingerprint: str, centroids: TypeCentroids) -> None:
                 keys=np.array(centroids.keys, dtype=str).reshape(-1, 3),
                 sums=centroids.sums,
                 counts=centroids.counts,
+                from_pages=centroids.from_pages if centroids.from_pages is not None else np.zeros(0, bool),
             )
         os.replace(tmp, path)
     except OSError:

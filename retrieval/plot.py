@@ -11,12 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from kbengine.errors import MissingDependencyError
+from kbengine.errors import InvalidInputError, MissingDependencyError
 from kbengine.schemas import SeekResult
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def check_plot_path(path: Path) -> None:
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise InvalidInputError(f"--plot {path}: give a file ending in {', '.join(PLOT_SUFFIXES)}")
 
 
 def plot_seek(result: SeekResult, path: Path) -> Path:
-    """Write the figure to ``path`` (any format matplotlib knows from the suffix)."""
+    """Write the figure to ``path`` (.png, .pdf, .svg or .jpg)."""
+    check_plot_path(path)
     try:
         import matplotlib
 

@@ -46,7 +46,7 @@ class Seeker:
         self.blobs = blobs
         self.settings = settings
         folder = settings.cache_dir or (settings.kb / "cache" if settings.qdrant_url is None else None)
-        self.centroids = CentroidCache(store, folder)
+        self.centroids = CentroidCache(store, folder, encoder.identity.name)
 
     def seek(
         self,
@@ -208,10 +208,14 @@ class Seeker:
             return None
         if exclude_sources:
             left_out = [
-                ((str(h.payload["domain"]), str(h.payload["category"]), str(h.payload["defect_type"])), h.vector)
+                (
+                    (str(h.payload["domain"]), str(h.payload["category"]), str(h.payload["defect_type"])),
+                    str(h.payload.get("kind")),
+                    h.vector,
+                )
                 for h in self.store.scroll(
                     Where(must={"source": tuple(exclude_sources)}),
-                    fields=("domain", "category", "defect_type"),
+                    fields=("domain", "category", "defect_type", "kind"),
                     vector="image",
                 )
                 if h.vector is not None

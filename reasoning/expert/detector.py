@@ -165,6 +165,10 @@ class Detector:
         except OSError:
             return
 
+    def forget_texts(self) -> None:
+        """Drop the cached prompt embeddings (the knowledge base's defect types may have changed)."""
+        self._texts.clear()
+
     def texts(self, category: str | None, domain: Domain) -> TextPair:
         key = (domain.name, category or "object")
         if key not in self._texts:
@@ -205,7 +209,9 @@ class Detector:
         )
         if use_zero_shot:
             require_joint(self.encoder)
-        if bank is None and mode != "zero-shot" and category is not None:
+        if mode == "zero-shot":
+            bank = None
+        elif bank is None and category is not None:
             bank = self.reference_bank(category)
         if bank is None and mode in ("references", "both"):
             raise InvalidInputError(
@@ -234,7 +240,8 @@ class Detector:
             else:
                 low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
                 maps.append(upsample(scale_distances(distances, low, high), width, height))
-                scores.append(image_score(distances))
+                if not use_zero_shot:  # a raw distance is not a probability: never average it with one
+                    scores.append(image_score(distances))
                 notes.append("one normal reference: no calibrated threshold; add more good images")
             timings["references"] = _lap(clock)
         clock = time.perf_counter()

@@ -94,8 +94,11 @@ class PromptModel(nn.Module):
 
         if not path.is_file():
             raise InvalidInputError(f"no prompt file at {path}; train one with: kbengine train-prompts DATASET")
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+        except Exception as e:  # safetensors raises its own error types for foreign files
+            raise InvalidInputError(f"{path} is not a safetensors prompt file ({e})") from e
         if meta.get("format") != FORMAT:
             raise InvalidInputError(f"{path} is not a kbengine prompt file (written by kbengine train-prompts)")
         if meta.get("model") != encoder.identity.name:

@@ -110,6 +110,16 @@ def test_degenerate_inputs(scores, k, expected):
         assert selection.indices.tolist() == expected, strategy
 
 
+def test_the_best_candidate_is_taken_even_when_a_wide_low_mean_component_owns_it():
+    scores = np.array([0.691, 0.515, 0.512, 0.503, 0.501, 0.5, 0.48, 0.47, 0.267])
+    for k in (1, 2, 3):
+        assert kde_sample(scores, k).indices[0] == 0
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        s = rng.normal(0.5, rng.uniform(0.01, 0.2), int(rng.integers(3, 60)))
+        assert kde_sample(s, int(rng.integers(1, 6))).indices[0] == int(np.argmax(s))
+
+
 def test_single_cluster_without_spread():
     fit = fit_clusters(np.full(10, 0.42))
     assert fit.k == 1 and fit.labels.tolist() == [0] * 10 and fit.means[0] == pytest.approx(0.42)
@@ -140,3 +150,22 @@ def test_selection_properties(scores, k, strategy, seed):
     assert len(chosen) == min(k, len(finite))  # the budget is met whenever it can be
     if chosen and strategy != "mmr":
         assert max(s[list(finite)]) == s[chosen[0]]  # the best match always comes first
+
+
+def test_fusion_credits_a_document_every_pipeline_found():
+    from kbengine.store.base import Hit
+    from retrieval.candidates import DocCandidate, LockHit, Pipeline, fuse
+
+    def doc(name: str, image: float, text: float | None = None) -> DocCandidate:
+        d = DocCandidate(doc_id=name)
+        d.best["image>image"] = LockHit(Hit(id=name, score=image, payload={}), "image>image", "image")
+        if text is not None:
+            d.best["text>text"] = LockHit(Hit(id=name + "t", score=text, payload={}), "text>text", "text")
+        return d
+
+    key = np.zeros(2, np.float32)
+    pipelines = [Pipeline("image>image", "image", key), Pipeline("text>text", "text", key)]
+    docs = [doc("a", 0.80), doc("b", 0.79, 0.6), doc("c", 0.5), doc("d", 0.4, 0.59)]
+    fuse(docs, pipelines)
+    fused = {d.doc_id: d.fused for d in docs}
+    assert fused["b"] > fused["a"] and fused["d"] > fused["c"]

@@ -440,3 +440,17 @@ def test_question_model_key() -> None:
         image="x/y.png", index=3, question="q", options=YES_NO, answer="A", type="Anomaly Detection"
     )
     assert question.key == "x/y.png#3"
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("No. A normal bottle.", "B"),
+        ("B. A defect is not visible.", "B"),
+        ("B: A clean surface", "B"),
+        ("I think A is right", "A"),
+        ("A normal part. B", "B"),
+    ],
+)
+def test_the_article_a_is_not_option_a(reply: str, letter: str) -> None:
+    assert parse_answer(reply, {"A": "Yes", "B": "No"}) == letter

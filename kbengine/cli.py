@@ -410,10 +410,7 @@ def ask(
     from kbengine.facade import KnowledgeBase
 
     settings = Settings().model_copy(update=_llm_settings(llm, llm_url, model))
-    changes: dict[str, Any] = {}
-    if kb is not None:
-        changes["kb"] = kb
-    with KnowledgeBase.open(url=url, collection=collection, settings=settings, **changes) as base:
+    with KnowledgeBase.open(kb, url=url, collection=collection, settings=settings) as base:
         stream = None if as_json else (lambda piece: out.print(piece, end="", highlight=False, markup=False))
         answer = base.ask(
             image, question, setting=setting, knowledge=knowledge, expert=expert, category=category, stream=stream
@@ -454,10 +451,9 @@ def eval_mmad_command(
     settings = Settings().model_copy(update=_llm_settings(llm, llm_url, model))
     bar, update = _progress("asking")
     use_kb = setting == "seek" or kb is not None or url is not None
-    changes: dict[str, Any] = {"kb": kb} if kb is not None else {}
     with bar:
         if use_kb:
-            with KnowledgeBase.open(url=url, collection=collection, settings=settings, **changes) as base:
+            with KnowledgeBase.open(kb, url=url, collection=collection, settings=settings) as base:
                 report = eval_mmad(mmad_json, images, settings, kb=base, setting=setting, types=types, limit=limit,
                                    records=records, progress=update)  # fmt: skip
         else:

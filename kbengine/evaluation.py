@@ -306,7 +306,7 @@ def eval_mmad(
     knowledge and adds the AD Expert's findings (needs ``kb``)."""
     from kbengine.images import load_image
     from reasoning.llm import get_llm
-    from reasoning.mmad import MMADEvalReport, MMADRecord, RecordLog, is_normal_question, load_mmad, parse_answer
+    from reasoning.mmad import MMADEvalReport, MMADRecord, RecordLog, load_mmad, parse_answer
     from reasoning.prompt import vanilla_messages
     from reasoning.report import write_report
 
@@ -352,20 +352,8 @@ def eval_mmad(
             )
             raw = model.generate(messages, max_new_tokens=settings.llm_max_new_tokens)
             choice = parse_answer(raw, question.options)
-        log.append(
-            MMADRecord(
-                key=question.key,
-                image=question.image,
-                index=question.index,
-                type=question.type,
-                answer=question.answer,
-                predicted=choice,
-                correct=choice == question.answer,
-                raw=raw,
-                is_normal_image=is_normal_question(question),
-                seconds=round(time.perf_counter() - clock, 3),
-            )
-        )
+        seconds = round(time.perf_counter() - clock, 3)
+        log.append(MMADRecord.from_reply(question, raw, seconds, choice=choice))
     if progress:
         progress(len(questions), len(questions), "")
     from reasoning.mmad import score

@@ -78,9 +78,12 @@ class MMADRecord(BaseModel):
         return self
 
     @classmethod
-    def from_reply(cls, question: MMADQuestion, raw: str, seconds: float = 0.0) -> MMADRecord:
-        """Parse ``raw`` (the model's reply to ``question``) and record it."""
-        predicted = parse_answer(raw, question.options)
+    def from_reply(
+        cls, question: MMADQuestion, raw: str, seconds: float = 0.0, choice: str | bool | None = False
+    ) -> MMADRecord:
+        """Parse ``raw`` (the model's reply to ``question``) and record it; a backend that chose an
+        option itself (the grounded report) passes ``choice`` (a letter or None) instead."""
+        predicted = parse_answer(raw, question.options) if choice is False else choice
         return cls(
             key=question.key,
             image=question.image,

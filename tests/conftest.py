@@ -25,6 +25,12 @@ TINY_CLIP = {
 }
 
 
+def open_kb(path: Path, encoder: Encoder, **settings: object) -> KnowledgeBase:
+    """A knowledge base at ``path`` on an already loaded encoder (close it, or use ``with``)."""
+    config = Settings(kb=path, **settings)  # type: ignore[arg-type]
+    return KnowledgeBase(config, get_store(config), encoder)
+
+
 @pytest.fixture(scope="session")
 def packaged() -> Encoder:
     from kbengine.encoders.packaged import PackagedEncoder

@@ -16,19 +16,13 @@ from kbengine.cli import app
 from kbengine.encoders.base import Encoder
 from kbengine.errors import InvalidInputError
 from kbengine.evaluation import eval_mmad
-from kbengine.facade import KnowledgeBase
 from kbengine.settings import Settings
-from kbengine.store import get_store
 from reasoning.llm.base import Message
 from reasoning.mmad import MMADEvalReport
+from tests.conftest import open_kb
 
 SIZE = 224
 QUESTION = "Is there a defect? What type, where, and what are its causes and consequences?"
-
-
-def open_kb(path: Path, encoder: Encoder, **settings: object) -> KnowledgeBase:
-    config = Settings(kb=path, **settings)  # type: ignore[arg-type]
-    return KnowledgeBase(config, get_store(config), encoder)
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,14 @@ from kbengine.cli import app
 from kbengine.encoders.base import Encoder
 from kbengine.errors import InvalidInputError
 from kbengine.evaluation import eval_zsad
-from kbengine.facade import KnowledgeBase
 from kbengine.schemas import Detection, ZsadReport
 from kbengine.settings import Settings
-from kbengine.store import get_store
 from reasoning.expert.domains import INDUSTRIAL, load_domain
 from reasoning.expert.metrics import auroc
 from reasoning.expert.regions import location_phrase
+from tests.conftest import open_kb
 
 SIZE = 224
-
-
-def open_kb(path: Path, encoder: Encoder, **settings: object) -> KnowledgeBase:
-    config = Settings(kb=path, **settings)  # type: ignore[arg-type]
-    return KnowledgeBase(config, get_store(config), encoder)
 
 
 @pytest.fixture(scope="module")

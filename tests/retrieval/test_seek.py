@@ -18,16 +18,9 @@ from kbengine.encoders.base import Encoder
 from kbengine.errors import EmptyKnowledgeBaseError, InvalidInputError
 from kbengine.facade import KnowledgeBase
 from kbengine.schemas import SeekResult
-from kbengine.settings import Settings
-from kbengine.store import get_store
-from tests.conftest import SMALL
+from tests.conftest import SMALL, open_kb
 
 QUERIES = [(c, t, 5000 + i) for c, types in SMALL.items() for t in types for i in range(3)]
-
-
-def open_kb(path: Path, encoder: Encoder, **settings: object) -> KnowledgeBase:
-    config = Settings(kb=path, **settings)  # type: ignore[arg-type]
-    return KnowledgeBase(config, get_store(config), encoder)
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ from retrieval import Seeker, predict_type
 Mode = Literal["auto", "zero-shot", "references", "both"]
 MODES: tuple[str, ...] = ("auto", "zero-shot", "references", "both")
 REFERENCE_KINDS = ("image", "figure")
-BANK_VERSION = "1"
+BANK_VERSION = "2"
 
 
 def focus_crop(picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> Image.Image:
@@ -229,13 +229,15 @@ class Detector:
         scores: list[float] = []
         calibrated = False
         clock = time.perf_counter()
+        needs_global = with_type or (bank is not None and bank.calibration is not None)
+        glob = self.encoder.embed_images([picture])[0] if needs_global else None
         if bank is not None:
             distances = score_patches(self.encoder, bank, [picture])[0]
             c = bank.calibration
             if c is not None:
                 maps.append(upsample(scale_distances(distances, c.patch_mean, c.patch_threshold), width, height))
-                span = max(c.image_threshold - c.image_mean, 1e-12)
-                scores.append(float(logistic((image_score(distances) - c.image_mean) / span)))
+                z = c.image_z(image_score(distances), bank.global_distance(glob) if glob is not None else None)
+                scores.append(float(logistic(z / 3.0)))
                 calibrated = True
             else:
                 low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
@@ -264,7 +266,7 @@ class Detector:
         prediction: TypePrediction | None = None
         if with_type:
             clock = time.perf_counter()
-            prediction = self.predict_type(picture, category)
+            prediction = self.predict_type(glob if glob is not None else picture, category)
             timings["type"] = _lap(clock)
         return Detection(
             image=describe(image),
@@ -304,12 +306,13 @@ class Detector:
         """The defect-region key: the embedding of the crop around the strongest region."""
         return self.encoder.embed_images([focus_crop(picture, anomaly_map, regions)])[0]
 
-    def predict_type(self, picture: Image.Image, category: str | None) -> TypePrediction | None:
-        """The nearest defect-type centroid of the global embedding (see the module docstring)."""
+    def predict_type(self, image: Image.Image | np.ndarray, category: str | None) -> TypePrediction | None:
+        """The nearest defect-type centroid of the global embedding (given, or of ``image``)."""
         centroids = self.seeker.centroids.get()
         if centroids.empty:
             return None
-        return predict_type(centroids, self.encoder.embed_images([picture])[0], category=category)
+        key = image if isinstance(image, np.ndarray) else self.encoder.embed_images([image])[0]
+        return predict_type(centroids, key, category=category)
 
 
 def bank_from_images(encoder: Encoder, images: Sequence[Image.Image]) -> MemoryBank:

@@ -15,6 +15,11 @@ Calibration: with two or more references, up to 16 of them are each scored again
 without the patches they contributed (leave-one-out); the normal patch and image scores give the
 map's scale (the 99.9th percentile of normal patch scores becomes the binarisation threshold) and
 the image threshold (mean + 3 sd of the normal image scores).
+
+Image level: the local score's z is combined (max) with the z of the image's global embedding
+distance to its nearest reference (leave-one-out statistics), which catches changes spread over
+the whole part. Measured on real texture photos (``benchmarks/real_textures.py``, 16 shots):
+image AUROC 0.826 (local) -> 0.911 (max); unchanged (1.000) on the generated set.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ class Calibration:
     image_mean: float
     image_std: float
     image_threshold: float
+    global_mean: float = 0.0
+    global_std: float = 0.0
+
+    def image_z(self, local: float, global_distance: float | None) -> float:
+        """How unusual the image is, in normal standard deviations: the larger of the local score's
+        z and the global embedding's nearest-normal distance z (the image threshold is z = 3)."""
+        z = (local - self.image_mean) / max(self.image_std, 1e-6)
+        if global_distance is not None and self.global_std > 0:
+            z = max(z, (global_distance - self.global_mean) / max(self.global_std, 1e-6))
+        return z
 
 
 @dataclass
@@ -61,12 +76,29 @@ class MemoryBank:
     layers: tuple[int, ...]
     references: int
     calibration: Calibration | None = None
+    globals: np.ndarray | None = None
+    """(n, D) unit global embeddings of the references."""
+
+    def global_distance(self, key: np.ndarray) -> float | None:
+        """1 - the cosine of ``key`` to the nearest reference's global embedding."""
+        if self.globals is None or not len(self.globals):
+            return None
+        return float(1.0 - np.max(self.globals @ key))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         c = self.calibration
         calib = (
             np.array(
-                [c.patch_mean, c.patch_std, c.patch_threshold, c.image_mean, c.image_std, c.image_threshold],
+                [
+                    c.patch_mean,
+                    c.patch_std,
+                    c.patch_threshold,
+                    c.image_mean,
+                    c.image_std,
+                    c.image_threshold,
+                    c.global_mean,
+                    c.global_std,
+                ],
                 np.float64,
             )
             if c
@@ -78,6 +110,7 @@ class MemoryBank:
             "layers": np.array(self.layers, np.int64),
             "references": np.array(self.references),
             "calibration": calib,
+            "globals": self.globals if self.globals is not None else np.zeros((0, 0), np.float32),
         }
 
     @classmethod
@@ -88,7 +121,8 @@ class MemoryBank:
             layer_scale=data["layer_scale"],
             layers=tuple(int(x) for x in data["layers"]),
             references=int(data["references"]),
-            calibration=Calibration(*(float(v) for v in c)) if len(c) == 6 else None,
+            calibration=Calibration(*(float(v) for v in c)) if len(c) == 8 else None,
+            globals=data["globals"] if "globals" in data and data["globals"].size else None,
         )
 
 
@@ -164,9 +198,17 @@ def build_bank(
     flat = feats.reshape(-1, feats.shape[-1])
     origin = np.repeat(np.arange(len(references)), feats.shape[1])
     keep = coreset(flat, max_patches, seed)
-    bank = MemoryBank(patches=flat[keep], layer_scale=scale, layers=layers, references=len(references))
+    globals_ = encoder.embed_images(list(references))
+    bank = MemoryBank(
+        patches=flat[keep], layer_scale=scale, layers=layers, references=len(references), globals=globals_
+    )
     if len(references) >= 2:
         bank.calibration = _calibrate(feats, grid, bank.patches, origin[keep])
+        similarity = globals_ @ globals_.T
+        np.fill_diagonal(similarity, -np.inf)
+        distances = 1.0 - similarity.max(axis=1)
+        bank.calibration.global_mean = float(distances.mean())
+        bank.calibration.global_std = float(distances.std()) or 1e-6
     return bank
 
 

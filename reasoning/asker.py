@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kbengine.cache import elapsed_ms
 from kbengine.errors import InvalidInputError
 from kbengine.images import ImageInput, describe, load_image
 from kbengine.schemas import Answer, Detection, PromptPart, SeekHit
@@ -59,13 +60,13 @@ class Asker:
                 detection = self.detector.detect(query, category)
             except InvalidInputError as e:
                 notes.append(f"no AD Expert findings: {e}")
-            timings["expert"] = _lap(clock)
+            timings["expert"] = elapsed_ms(clock)
         if setting == "seek" and knowledge:
             clock = time.perf_counter()
             where = category or (detection.category if detection else None)
             hits = self.seeker.seek(query, k=k, category=where).hits
             hits += self._documented(query, hits, detection, where)
-            timings["knowledge"] = _lap(clock)
+            timings["knowledge"] = elapsed_ms(clock)
         clock = time.perf_counter()
         if llm is None:
             text, choice = write_report(question, detection, hits, options)
@@ -91,7 +92,7 @@ class Asker:
 
                 choice = parse_answer(text, options)
             name = llm.name
-        timings["answer"] = _lap(clock)
+        timings["answer"] = elapsed_ms(clock)
         return Answer(
             question=question,
             text=text,
@@ -130,12 +131,8 @@ class Asker:
         if category is None and query_image is not None:
             category = self.detector.infer_category(query_image)
         if category:
-            locks = self.detector._reference_locks(category)
+            locks = self.detector.reference_locks(category)
             if locks:
                 path = self.detector.blobs.path(str(locks[0]["blob"]))
                 return load_image(path), str(path)
         return None, None
-
-
-def _lap(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)

@@ -15,14 +15,13 @@ ingest changes a source. (In server mode another process's ingest is seen after 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kbengine.cache import load_arrays, save_arrays
 from kbengine.encoders.base import l2_normalise
 from kbengine.schemas import NORMAL_TYPE, TypePrediction, TypeScore
 from kbengine.store.base import SOURCE_KIND, Store, Where
@@ -171,40 +170,26 @@ class CentroidCache:
             f"{self.encoder}\0{self.store.location}\0{source_fingerprint(self.store)}".encode()
         ).hexdigest()
         path = self.folder / CACHE_NAME
-        cached = _read(path, fingerprint)
+        cached = load_arrays(path, fingerprint)
         if cached is not None:
-            return cached
+            return _from_arrays(cached)
         centroids = compute_centroids(self.store)
-        _write(path, fingerprint, centroids)
+        save_arrays(path, fingerprint, _to_arrays(centroids))
         return centroids
 
 
-def _read(path: Path, fingerprint: str) -> TypeCentroids | None:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["fingerprint"]) != fingerprint:
-                return None
-            keys = [tuple(str(x) for x in row) for row in data["keys"]]
-            pages = data["from_pages"] if "from_pages" in data.files and len(data["from_pages"]) == len(keys) else None
-            return TypeCentroids(keys, data["sums"], data["counts"], pages)  # type: ignore[arg-type]
-    except (OSError, KeyError, ValueError):
-        return None
+def _to_arrays(centroids: TypeCentroids) -> dict[str, np.ndarray]:
+    return {
+        "keys": np.array(centroids.keys, dtype=str).reshape(-1, 3),
+        "sums": centroids.sums,
+        "counts": centroids.counts,
+        "from_pages": centroids.from_pages if centroids.from_pages is not None else np.zeros(0, bool),
+    }
 
 
-def _write(path: Path, fingerprint: str, centroids: TypeCentroids) -> None:
-    """Best effort (a read-only knowledge base still works, it only recomputes)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                fingerprint=np.array(fingerprint),
-                keys=np.array(centroids.keys, dtype=str).reshape(-1, 3),
-                sums=centroids.sums,
-                counts=centroids.counts,
-                from_pages=centroids.from_pages if centroids.from_pages is not None else np.zeros(0, bool),
-            )
-        os.replace(tmp, path)
-    except OSError:
-        return
+def _from_arrays(data: dict[str, np.ndarray]) -> TypeCentroids:
+    keys = [(str(row[0]), str(row[1]), str(row[2])) for row in data["keys"]]
+    pages = data.get("from_pages")
+    return TypeCentroids(
+        keys, data["sums"], data["counts"], pages if pages is not None and len(pages) == len(keys) else None
+    )

@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 
 from kbengine.blobs import BlobStore
+from kbengine.cache import cache_folder, elapsed_ms
 from kbengine.encoders.base import Encoder
 from kbengine.errors import EmptyKnowledgeBaseError, InvalidInputError
 from kbengine.images import ImageInput, describe, load_image
@@ -45,8 +46,7 @@ class Seeker:
         self.encoder = encoder
         self.blobs = blobs
         self.settings = settings
-        folder = settings.cache_dir or (settings.kb / "cache" if settings.qdrant_url is None else None)
-        self.centroids = CentroidCache(store, folder, encoder.identity.name)
+        self.centroids = CentroidCache(store, cache_folder(settings), encoder.identity.name)
 
     def seek(
         self,
@@ -89,7 +89,7 @@ class Seeker:
         pipelines = self._pipelines(key, text)
         if focus_key is not None:
             pipelines.insert(1, Pipeline("focus>image", "image", np.asarray(focus_key, np.float32)))
-        timings["embed"] = _lap(clock)
+        timings["embed"] = elapsed_ms(clock)
 
         clock = time.perf_counter()
         where = self._where(domain, category, defect_type, include_normal, exclude_sources)
@@ -101,7 +101,7 @@ class Seeker:
             want_documents=max(4 * k, 32),
             with_vector=strategy == "mmr",
         )
-        timings["search"] = _lap(clock)
+        timings["search"] = elapsed_ms(clock)
 
         clock = time.perf_counter()
         docs = found.documents
@@ -116,16 +116,16 @@ class Seeker:
             seed=seed,
             mmr_lambda=self.settings.mmr_lambda,
         )
-        timings["sample"] = _lap(clock)
+        timings["sample"] = elapsed_ms(clock)
 
         clock = time.perf_counter()
         hits = [self._hit(rank, docs[i], selection, key) for rank, i in enumerate(selection.indices.tolist(), 1)]
-        timings["hits"] = _lap(clock)
+        timings["hits"] = elapsed_ms(clock)
 
         clock = time.perf_counter()
         type_key = focus_key if focus_key is not None else key
         prediction = self.predict_type(type_key, domain=domain, category=category, exclude_sources=exclude_sources)
-        timings["type"] = _lap(clock)
+        timings["type"] = elapsed_ms(clock)
 
         filters = {n: v for n, v in (("domain", domain), ("category", category), ("defect_type", defect_type)) if v}
         return SeekResult(
@@ -335,7 +335,3 @@ class Seeker:
         if len(hits) < k:
             return f"only {len(selection.considered)} document(s) qualify, fewer than k={k}"
         return None
-
-
-def _lap(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)

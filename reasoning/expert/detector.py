@@ -19,8 +19,6 @@ patches 79% / 96%. The crop remains available as seek's ``focus`` key.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from kbengine.blobs import BlobStore
+from kbengine.cache import cache_folder, elapsed_ms, load_arrays, save_arrays
 from kbengine.encoders.base import Encoder
 from kbengine.errors import InvalidInputError
 from kbengine.images import ImageInput, describe, load_image
@@ -77,7 +76,7 @@ class Detector:
         self.blobs = blobs
         self.settings = settings
         self.seeker = seeker
-        folder = settings.cache_dir or (settings.kb / "cache" if settings.qdrant_url is None else None)
+        folder = cache_folder(settings)
         self.bank_folder = folder / "banks" if folder else None
         self._banks: dict[str, tuple[str, MemoryBank | None]] = {}
         self._texts: dict[tuple[str, str], TextPair] = {}
@@ -89,7 +88,9 @@ class Detector:
         hits = self.store.search("image", key, 1)
         return str(hits[0].payload.get("category")) if hits else None
 
-    def _reference_locks(self, category: str) -> list[dict[str, object]]:
+    def reference_locks(self, category: str) -> list[dict[str, object]]:
+        """Payloads (blob, sha256, domain) of the category's normal reference photos, at most
+        ``detect_max_references``, in a stable order."""
         where = Where(must={"category": category, "defect_type": NORMAL_TYPE, "kind": REFERENCE_KINDS})
         locks = [
             h.payload for h in self.store.scroll(where, fields=("blob", "sha256", "domain")) if h.payload.get("blob")
@@ -117,7 +118,7 @@ class Detector:
 
     def reference_bank(self, category: str) -> MemoryBank | None:
         """The category's memory bank, built once per set of normal references and cached."""
-        locks = self._reference_locks(category)
+        locks = self.reference_locks(category)
         if not locks:
             return None
         digest = hashlib.sha256(
@@ -126,11 +127,13 @@ class Detector:
         cached = self._banks.get(category)
         if cached and cached[0] == digest:
             return cached[1]
-        bank = self._read_bank(category, digest)
+        path = self._bank_path(category)
+        stored = load_arrays(path, digest)
+        bank = MemoryBank.from_arrays(stored) if stored is not None else None
         if bank is None:
             images = [load_image(self.blobs.path(str(p["blob"])), self.settings.max_image_pixels) for p in locks]
             bank = build_bank(self.encoder, images)
-            self._write_bank(category, digest, bank)
+            save_arrays(path, digest, bank.to_arrays())
         self._banks[category] = (digest, bank)
         return bank
 
@@ -139,31 +142,6 @@ class Detector:
             return None
         safe = hashlib.sha256(f"{category}:{self.encoder.identity.name}".encode()).hexdigest()[:16]
         return self.bank_folder / f"{safe}.npz"
-
-    def _read_bank(self, category: str, digest: str) -> MemoryBank | None:
-        path = self._bank_path(category)
-        if path is None or not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data["digest"]) != digest:
-                    return None
-                return MemoryBank.from_arrays({k: data[k] for k in data.files})
-        except (OSError, KeyError, ValueError):
-            return None
-
-    def _write_bank(self, category: str, digest: str, bank: MemoryBank) -> None:
-        path = self._bank_path(category)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, digest=np.array(digest), **bank.to_arrays())  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except OSError:
-            return
 
     def forget_texts(self) -> None:
         """Drop the cached prompt embeddings (the knowledge base's defect types may have changed)."""
@@ -223,7 +201,7 @@ class Detector:
                 f"nothing to detect with: no normal references for category {category!r} and the encoder "
                 f"{self.encoder.identity.name} has no joint text space for zero-shot prompts"
             )
-        timings["prepare"] = _lap(clock)
+        timings["prepare"] = elapsed_ms(clock)
 
         maps: list[np.ndarray] = []
         scores: list[float] = []
@@ -245,7 +223,7 @@ class Detector:
                 if not use_zero_shot:  # a raw distance is not a probability: never average it with one
                     scores.append(image_score(distances))
                 notes.append("one normal reference: no calibrated threshold; add more good images")
-            timings["references"] = _lap(clock)
+            timings["references"] = elapsed_ms(clock)
         clock = time.perf_counter()
         if use_zero_shot:
             if learned is not None:
@@ -256,7 +234,7 @@ class Detector:
             maps.append(upsample(grid, width, height))
             scores.append(score)
             calibrated = calibrated or bank is None
-            timings["zero_shot"] = _lap(clock)
+            timings["zero_shot"] = elapsed_ms(clock)
 
         anomaly_map = np.clip(fuse(maps) if len(maps) > 1 else maps[0], 0.0, 1.0)
         score = float(np.mean(scores))
@@ -267,7 +245,7 @@ class Detector:
         if with_type:
             clock = time.perf_counter()
             prediction = self.predict_type(glob if glob is not None else picture, category)
-            timings["type"] = _lap(clock)
+            timings["type"] = elapsed_ms(clock)
         return Detection(
             image=describe(image),
             category=category,
@@ -297,7 +275,7 @@ class Detector:
         (given or inferred) category has normal references; else None."""
         picture = load_image(image, self.settings.max_image_pixels)
         category = category or self.infer_category(picture)
-        if category is None or not self._reference_locks(category):
+        if category is None or not self.reference_locks(category):
             return None
         det = self.detect(picture, category, mode="references", with_type=False)
         return self.focus_key(picture, det.anomaly_map, det.regions), category
@@ -318,10 +296,6 @@ class Detector:
 def bank_from_images(encoder: Encoder, images: Sequence[Image.Image]) -> MemoryBank:
     """A memory bank from explicit normal images (evaluation shots)."""
     return build_bank(encoder, list(images))
-
-
-def _lap(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)
 
 
 __all__ = ["MODES", "Detector", "Mode", "bank_from_images", "focus_crop", "reference_layers"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -451,14 +452,10 @@ def eval_mmad_command(
     settings = Settings().model_copy(update=_llm_settings(llm, llm_url, model))
     bar, update = _progress("asking")
     use_kb = setting == "seek" or kb is not None or url is not None
-    with bar:
-        if use_kb:
-            with KnowledgeBase.open(kb, url=url, collection=collection, settings=settings) as base:
-                report = eval_mmad(mmad_json, images, settings, kb=base, setting=setting, types=types, limit=limit,
-                                   records=records, progress=update)  # fmt: skip
-        else:
-            report = eval_mmad(mmad_json, images, settings, setting=setting, types=types, limit=limit,
-                               records=records, progress=update)  # fmt: skip
+    opened = KnowledgeBase.open(kb, url=url, collection=collection, settings=settings) if use_kb else nullcontext()
+    with bar, opened as base:
+        report = eval_mmad(mmad_json, images, settings, kb=base, setting=setting, types=types, limit=limit,
+                           records=records, progress=update)  # fmt: skip
     if as_json:
         out.print_json(report.model_dump_json())
         return
@@ -520,32 +517,20 @@ def eval_seek_command(
 
     settings = Settings() if encoder is None else Settings(encoder=encoder)
     bar, update = _progress("seeking")
-    with bar:
-        if kb is not None or url is not None:
-            with _open(kb, url, collection, encoder) as base:
-                report = eval_seek(
-                    dataset,
-                    settings,
-                    kb=base,
-                    strategy=strategy,
-                    k=k,
-                    categories=category,
-                    limit=limit,
-                    progress=update,
-                    focus=focus,
-                )
-        else:
-            report = eval_seek(
-                dataset,
-                settings,
-                strategy=strategy,
-                k=k,
-                categories=category,
-                limit=limit,
-                progress=update,
-                ingest_progress=update,
-                focus=focus,
-            )
+    opened = _open(kb, url, collection, encoder) if kb is not None or url is not None else nullcontext()
+    with bar, opened as base:
+        report = eval_seek(
+            dataset,
+            settings,
+            kb=base,
+            strategy=strategy,
+            k=k,
+            categories=category,
+            limit=limit,
+            progress=update,
+            ingest_progress=update,
+            focus=focus,
+        )
     if as_json:
         out.print_json(report.model_dump_json())
     else:

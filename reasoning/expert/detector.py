@@ -82,9 +82,10 @@ class Detector:
         self._texts: dict[tuple[str, str], TextPair] = {}
 
     # -- knowledge the expert reads ------------------------------------------------------------
-    def infer_category(self, picture: Image.Image) -> str | None:
-        """The category of the knowledge lock nearest the image (normal references included)."""
-        key = self.encoder.embed_images([picture])[0]
+    def infer_category(self, image: Image.Image | np.ndarray) -> str | None:
+        """The category of the knowledge lock nearest the image or its global embedding (normal
+        references included)."""
+        key = image if isinstance(image, np.ndarray) else self.encoder.embed_images([image])[0]
         hits = self.store.search("image", key, 1)
         return str(hits[0].payload.get("category")) if hits else None
 
@@ -176,8 +177,10 @@ class Detector:
         if min(width, height) < 16:
             raise InvalidInputError(f"{describe(image)} is {width}x{height}: too small to inspect (at least 16x16)")
         notes: list[str] = []
+        glob: np.ndarray | None = None
         if category is None and bank is None:
-            category = self.infer_category(picture)
+            glob = self.encoder.embed_images([picture])[0]
+            category = self.infer_category(glob)
             if category:
                 notes.append(f"category {category!r} inferred from the nearest knowledge")
         domain, domain_notes = self.domain_of(category) if category else (load_domain(BUILTIN, [])[0], [])
@@ -208,7 +211,8 @@ class Detector:
         calibrated = False
         clock = time.perf_counter()
         needs_global = with_type or (bank is not None and bank.calibration is not None)
-        glob = self.encoder.embed_images([picture])[0] if needs_global else None
+        if glob is None and needs_global:
+            glob = self.encoder.embed_images([picture])[0]
         if bank is not None:
             distances = score_patches(self.encoder, bank, [picture])[0]
             c = bank.calibration

@@ -25,9 +25,12 @@ import numpy as np
 
 
 def one(encoder_name: str, refs: list[int], images: int) -> dict[str, object]:
+    from PIL import Image
+
     from kbengine import synth
+    from kbengine.core.settings import Settings
     from kbengine.facade import KnowledgeBase
-    from kbengine.settings import Settings
+    from reasoning.expert.detector import DetectionPlan
     from reasoning.expert.memory_bank import build_bank
 
     settings = Settings(encoder="packaged")
@@ -45,11 +48,17 @@ def one(encoder_name: str, refs: list[int], images: int) -> dict[str, object]:
                 start = time.perf_counter()
                 bank = build_bank(kb.encoder, normals[:n])
                 build = time.perf_counter() - start
-                detector.detect(queries[0], "tile", bank=bank, with_type=False)  # warm up
+                plan = detector.plan("tile", "references", bank=bank)
+
+                def once(image: Image.Image, plan: DetectionPlan = plan) -> None:
+                    picture = detector.load(image)
+                    detector.run(picture, plan, kb.encoder.embed_images([picture])[0], name="benchmark")
+
+                once(queries[0])  # warm up
                 times = []
                 for image in queries:
                     start = time.perf_counter()
-                    detector.detect(image, "tile", bank=bank, with_type=False)
+                    once(image)
                     times.append((time.perf_counter() - start) * 1000)
                 results[str(n)] = {
                     "p50": float(np.percentile(times, 50)),

@@ -34,13 +34,34 @@ import numpy as np
 
 def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, seed: int = 0) -> float:
     """Write ``n`` random locks (and one source marker per 1000) straight into the store."""
-    from kbengine.encoders.base import EncoderIdentity
-    from kbengine.settings import Settings
-    from kbengine.store import StorePoint, get_store
+    from kbengine.core.encoders.base import EncoderIdentity
+    from kbengine.core.schemas import KnowledgeDocument, LockPayload, SourceMarker
+    from kbengine.core.settings import Settings
+    from kbengine.core.store import StorePoint, get_store
 
     rng = np.random.default_rng(seed)
     store = get_store(Settings(kb=kb_path))
-    store.ensure_collection(EncoderIdentity(name=name, image_dim=dim, text_dim=text_dim, joint_space=False))
+    backend, _, model = name.partition(":")
+    identity = EncoderIdentity(
+        backend=backend, model=model, weights="", image_dim=dim, text_dim=text_dim, joint_space=False
+    )
+    store.ensure_collection(identity)
+
+    def payload(i: int) -> dict[str, object]:
+        source = f"/bench/{i // 1000}"
+        document = KnowledgeDocument(
+            doc_id=f"doc{i}",
+            domain="industrial",
+            category=f"cat{i % 10}",
+            defect_type=f"defect{i % 5}",
+            title=f"document {i}",
+            source=source,
+        )
+        lock = LockPayload.of(
+            document, kind="image", source=source, source_sha="0", sha256=str(i), encoder=name, locator="image"
+        )
+        return lock.model_dump()
+
     start = time.perf_counter()
     for lo in range(0, n, 5000):
         count = min(5000, n - lo)
@@ -50,17 +71,7 @@ def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, seed:
             StorePoint(
                 id=str(uuid.UUID(int=(lo + i) + 1)),
                 vectors={"image": vectors[i]},
-                payload={
-                    "doc_id": f"doc{lo + i}",
-                    "domain": "industrial",
-                    "category": f"cat{(lo + i) % 10}",
-                    "defect_type": f"defect{(lo + i) % 5}",
-                    "title": f"document {lo + i}",
-                    "kind": "image",
-                    "source": f"/bench/{(lo + i) // 1000}",
-                    "source_sha": "0",
-                    "blob": None,
-                },
+                payload=payload(lo + i),
             )
             for i in range(count)
         ]
@@ -69,7 +80,7 @@ def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, seed:
         StorePoint(
             id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-source-{s}")),
             vectors={},
-            payload={"kind": "source", "source": f"/bench/{s}", "source_sha": "0"},
+            payload=SourceMarker(source=f"/bench/{s}", source_sha="0").model_dump(),
         )
         for s in range((n + 999) // 1000)
     ]
@@ -85,8 +96,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def one(n: int, queries: int) -> dict[str, object]:
     from kbengine import synth
+    from kbengine.core.store import Where
     from kbengine.facade import KnowledgeBase
-    from kbengine.store.base import Where
 
     with tempfile.TemporaryDirectory() as tmp:
         kb_path = Path(tmp) / "kb"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kbengine.encoders.base import EncoderIdentity
-from kbengine.settings import Settings
-from kbengine.store import Store, StorePoint, Where, get_store
+from kbengine.core.encoders.base import EncoderIdentity
+from kbengine.core.settings import Settings
+from kbengine.core.store import Store, StorePoint, Where, get_store
 
 
 def points(n: int, dim: int, rng: np.random.Generator) -> list[StorePoint]:
@@ -36,7 +36,9 @@ def points(n: int, dim: int, rng: np.random.Generator) -> list[StorePoint]:
 
 
 def measure(store: Store, data: list[StorePoint], dim: int, rng: np.random.Generator, queries: int) -> dict[str, float]:
-    store.ensure_collection(EncoderIdentity(name="bench", image_dim=dim, text_dim=None, joint_space=False))
+    store.ensure_collection(
+        EncoderIdentity(backend="bench", model="random", weights="", image_dim=dim, text_dim=None, joint_space=False)
+    )
     start = time.perf_counter()
     for i in range(0, len(data), 1000):
         store.upsert(data[i : i + 1000])

@@ -10,14 +10,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kbengine.errors import InvalidInputError
-from kbengine.schemas import TextSections
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.schemas import TextSections
+from kbengine.core.vocabulary import SECTION_NAMES
 
-SECTION_NAMES = tuple(TextSections.model_fields)
 
-
-class Card(BaseModel):
-    """A document folder's card: metadata plus the text sections, all optional."""
+class Card(TextSections):
+    """A document folder's card: metadata plus the text sections (inherited), all optional."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -25,15 +24,9 @@ class Card(BaseModel):
     category: str | None = None
     defect_type: str | None = None
     title: str | None = None
-    description: str = ""
-    appearance: str = ""
-    causes: str = ""
-    consequences: str = ""
-    production_scenarios: str = ""
-    application_scenarios: str = ""
 
     def sections(self) -> TextSections:
-        return TextSections(**{name: getattr(self, name) for name in SECTION_NAMES})
+        return TextSections(**self.model_dump(include=set(SECTION_NAMES)))
 
 
 class PageSpec(BaseModel):

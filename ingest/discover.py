@@ -20,12 +20,13 @@ from pathlib import Path
 
 from ingest.cards import load_card
 from ingest.pdf import pdf_unit
-from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
-from kbengine.datasets import ident, image_files, is_mvtec_category, source_key
-from kbengine.errors import InvalidInputError
-from kbengine.images import IMAGE_SUFFIXES, decode_image
-from kbengine.schemas import KnowledgeDocument
-from kbengine.settings import Settings
+from ingest.units import LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
+from kbengine.core.datasets import image_files, is_mvtec_category, source_key
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.images import IMAGE_SUFFIXES, decode_image
+from kbengine.core.schemas import KnowledgeDocument
+from kbengine.core.settings import Settings
+from kbengine.core.vocabulary import DEFAULT_DOMAIN, UNSPECIFIED_TYPE, normalise_name
 
 CARD_NAMES = ("card.yaml", "card.yml", "card.md")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
@@ -52,8 +53,8 @@ def folder_units(
         for image_path in images:
             yield Skipped(str(image_path), "not ingested: its folder's card is invalid", failure=True)
         return
-    category = ident(overrides.category or card.category or (folder.parent.name or folder.name))
-    defect_type = ident(overrides.defect_type or card.defect_type or folder.name)
+    category = normalise_name(overrides.category or card.category or (folder.parent.name or folder.name))
+    defect_type = normalise_name(overrides.defect_type or card.defect_type or folder.name)
     doc = KnowledgeDocument(
         doc_id=doc_id(key),
         domain=overrides.domain or card.domain or DEFAULT_DOMAIN,
@@ -93,15 +94,15 @@ def image_unit(image_path: Path, doc: KnowledgeDocument, settings: Settings) -> 
 
 
 def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
-    category = ident(overrides.category or folder.name)
+    category = normalise_name(overrides.category or folder.name)
     domain = overrides.domain or DEFAULT_DOMAIN
     groups: list[tuple[str, Path]] = []
     for split in ("train", "test"):
         root = folder / split
         if root.is_dir():
-            groups += [(ident(d.name), d) for d in sorted(root.iterdir()) if d.is_dir()]
+            groups += [(normalise_name(d.name), d) for d in sorted(root.iterdir()) if d.is_dir()]
     for defect_type, directory in groups:
-        defect_type = (overrides.defect_type and ident(overrides.defect_type)) or defect_type
+        defect_type = (overrides.defect_type and normalise_name(overrides.defect_type)) or defect_type
         try:
             card, _ = load_card(directory)
         except InvalidInputError as e:
@@ -146,12 +147,12 @@ def _file(path: Path, overrides: Overrides, settings: Settings, explicit: bool) 
 
 
 def folder_unit_for_file(path: Path, overrides: Overrides, settings: Settings) -> SourceUnit:
-    category = ident(overrides.category or path.parent.name)
+    category = normalise_name(overrides.category or path.parent.name)
     doc = KnowledgeDocument(
         doc_id=doc_id(source_key(path)),
         domain=overrides.domain or DEFAULT_DOMAIN,
         category=category,
-        defect_type=ident(overrides.defect_type or "unspecified"),
+        defect_type=normalise_name(overrides.defect_type or UNSPECIFIED_TYPE),
         title=path.stem,
         source=source_key(path),
     )

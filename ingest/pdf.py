@@ -13,20 +13,16 @@ from pathlib import Path
 import pymupdf
 from PIL import Image
 
-from ingest.cards import SECTION_NAMES, Sidecar, load_sidecar, sidecar_path
-from ingest.units import DEFAULT_DOMAIN, LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
-from kbengine.datasets import ident
-from kbengine.errors import InvalidInputError
-from kbengine.images import to_rgb
-from kbengine.schemas import KnowledgeDocument, TextSections
-from kbengine.settings import Settings
+from ingest.cards import Sidecar, load_sidecar, sidecar_path
+from ingest.units import LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.images import to_rgb
+from kbengine.core.schemas import KnowledgeDocument, TextSections
+from kbengine.core.settings import Settings
+from kbengine.core.vocabulary import DEFAULT_DOMAIN, SECTION_NAMES, UNSPECIFIED_TYPE, normalise_name, section_pattern
 
 _META = re.compile(r"^\s*(domain|category|defect[ _-]?type)\s*[:\-\u2013]\s*(.+?)\s*$", re.IGNORECASE)
-_SECTION = re.compile(
-    r"^\s*(description|appearance|causes|consequences|production scenarios|application scenarios)"
-    r"\s*:?\s*(.*)$",
-    re.IGNORECASE,
-)
+_SECTION = re.compile(rf"^\s*({section_pattern()})\s*:?\s*(.*)$", re.IGNORECASE)
 
 
 def parse_page_text(text: str) -> tuple[dict[str, str], str | None, TextSections | None]:
@@ -132,8 +128,8 @@ def _pages(
                 or previous.get(name)
             )
         domain = fields["domain"] or DEFAULT_DOMAIN
-        category = ident(fields["category"] or path.stem)
-        defect_type = ident(fields["defect_type"] or "unspecified")
+        category = normalise_name(fields["category"] or path.stem)
+        defect_type = normalise_name(fields["defect_type"] or UNSPECIFIED_TYPE)
         continued = bool(previous) and not meta and spec is None
         doc_title = (spec.title if spec and spec.title else None) or title or make_title(category, defect_type)
         if continued:

@@ -14,19 +14,17 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ingest.discover import Skipped, discover
 from ingest.units import NAMESPACE, LockItem, Overrides, SourceUnit, lock_id, lock_sha
-from kbengine.blobs import BlobStore
-from kbengine.encoders import Encoder
-from kbengine.errors import InvalidInputError
-from kbengine.schemas import FileFailure, IngestReport, SourceReport
-from kbengine.settings import Settings
-from kbengine.store import Store, StorePoint, Where
-from kbengine.store.base import SOURCE_KIND
+from kbengine.core.blobs import BlobStore
+from kbengine.core.encoders import Encoder
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.schemas import SOURCE_KIND, FileFailure, IngestReport, LockPayload, SourceMarker, SourceReport
+from kbengine.core.settings import Settings
+from kbengine.core.store import Store, StorePoint, Where
 
 Progress = Callable[[int, int, str], None]
 
@@ -111,12 +109,12 @@ class Ingestor:
                 _InFlight(unit, SourceReport(path=unit.key, status="failed")), f"cannot read ({e.strerror})", strict
             )
             return
-        marker = Where(must={"kind": SOURCE_KIND, "source": unit.key, "source_sha": fingerprint})
+        marker = Where.of(kind=SOURCE_KIND, source=unit.key, source_sha=fingerprint)
         if self.store.count(marker) > 0:
             self._remove_stale(unit)
             self._report.sources.append(SourceReport(path=unit.key, status="unchanged"))
             return
-        existed = self.store.count(Where(must={"source": unit.key})) > 0
+        existed = self.store.count(Where.of(source=unit.key)) > 0
         flight = _InFlight(unit, SourceReport(path=unit.key, status="replaced" if existed else "added"))
         self._report.sources.append(flight.report)
         try:
@@ -142,7 +140,7 @@ class Ingestor:
         flight.failed = True
         self._pending = [(f, item) for f, item in self._pending if f is not flight]
         if flight.unit.fingerprint:
-            self.store.delete(Where(must={"source": flight.unit.key, "source_sha": flight.unit.fingerprint}))
+            self.store.delete(Where.of(source=flight.unit.key, source_sha=flight.unit.fingerprint))
         flight.report.status = "failed"
         flight.report.reason = reason
         self._report.failed.append(FileFailure(path=flight.unit.key, reason=reason))
@@ -196,26 +194,21 @@ class Ingestor:
         else:
             content = (item.text or "").encode()
         sha = lock_sha(flight.unit.key, item.locator, content)
-        doc = item.doc
-        payload: dict[str, Any] = {
-            "doc_id": doc.doc_id,
-            "domain": doc.domain,
-            "category": doc.category,
-            "defect_type": doc.defect_type,
-            "title": doc.title,
-            "sections": doc.sections.model_dump(),
-            "doc_source": doc.source,
-            "kind": item.kind,
-            "source": flight.unit.key,
-            "source_sha": flight.unit.fingerprint,
-            "page": item.page,
-            "sha256": sha,
-            "encoder": self.encoder.identity.name,
-            "blob": blob,
-            "text": item.text,
-            "locator": item.locator,
-        }
-        return StorePoint(id=lock_id(sha, self.encoder.identity.name), vectors={vector_name: vector}, payload=payload)
+        payload = LockPayload.of(
+            item.doc,
+            kind=item.kind,
+            source=flight.unit.key,
+            source_sha=flight.unit.fingerprint,
+            sha256=sha,
+            encoder=self.encoder.identity.name,
+            locator=item.locator,
+            page=item.page,
+            blob=blob,
+            text=item.text,
+        )
+        return StorePoint(
+            id=lock_id(sha, self.encoder.identity.name), vectors={vector_name: vector}, payload=payload.model_dump()
+        )
 
     # -- commit -------------------------------------------------------------------------------
     def _commit(self, flight: _InFlight) -> None:
@@ -223,14 +216,13 @@ class Ingestor:
         marker = StorePoint(
             id=str(uuid.uuid5(NAMESPACE, f"source:{unit.key}:{unit.fingerprint}")),
             vectors={},
-            payload={
-                "kind": SOURCE_KIND,
-                "source": unit.key,
-                "source_sha": unit.fingerprint,
-                "unit": unit.kind,
-                "locks": flight.locks,
-                "documents": len(flight.doc_ids),
-            },
+            payload=SourceMarker(
+                source=unit.key,
+                source_sha=unit.fingerprint,
+                unit=unit.kind,
+                locks=flight.locks,
+                documents=len(flight.doc_ids),
+            ).model_dump(),
         )
         self.store.upsert([marker])
         self._remove_stale(unit)
@@ -240,11 +232,9 @@ class Ingestor:
         self._report.documents = len(self._docs)
 
     def _remove_stale(self, unit: SourceUnit) -> None:
-        stale = Where(must={"source": unit.key}, must_not={"source_sha": unit.fingerprint})
+        stale = Where.of(source=unit.key).excluding(source_sha=unit.fingerprint)
         removed = self.store.count(stale)
         if removed:
             self.store.delete(stale)
             self._report.locks_removed += removed
-        self.store.delete(
-            Where(must={"source": unit.key, "kind": SOURCE_KIND}, must_not={"source_sha": unit.fingerprint})
-        )
+        self.store.delete(Where.of(source=unit.key, kind=SOURCE_KIND).excluding(source_sha=unit.fingerprint))

@@ -12,9 +12,9 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from kbengine.schemas import KnowledgeDocument, LockKind
+from kbengine.core.schemas import KnowledgeDocument, LockKind
+from kbengine.core.vocabulary import NORMAL_TYPE
 
-DEFAULT_DOMAIN = "industrial"
 NAMESPACE = uuid.UUID("6f1c1a52-3c1e-5b8a-9a57-2f7e0d3c4b11")
 
 
@@ -40,10 +40,6 @@ class LockItem:
     image_suffix: str = ".png"
     text: str | None = None
     page: int | None = None
-
-    @property
-    def vector(self) -> str:
-        return "text" if self.kind == "text" else "image"
 
 
 @dataclass
@@ -125,4 +121,4 @@ def text_items(doc: KnowledgeDocument, limit: int, page: int | None = None, raw:
 
 def make_title(category: str, defect_type: str) -> str:
     pretty = defect_type.replace("_", " ")
-    return f"{category}: normal reference" if defect_type == "good" else f"{category}: {pretty}"
+    return f"{category}: normal reference" if defect_type == NORMAL_TYPE else f"{category}: {pretty}"

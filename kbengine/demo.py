@@ -9,10 +9,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from kbengine import synth
-from kbengine.encoders import resolve_backend
+from kbengine.core.encoders import resolve_backend
+from kbengine.core.schemas import Answer, Detection, IngestReport, KBInfo, SeekResult
+from kbengine.core.settings import Settings
 from kbengine.facade import KnowledgeBase
-from kbengine.schemas import Answer, Detection, IngestReport, KBInfo, SeekResult
-from kbengine.settings import Settings
+from reasoning.expert.overlay import write_overlay
 
 DEMO_QUESTION = "Is there a defect? What type, where, and what are its causes and consequences?"
 DEMO_QUERY_SEED = 90_001
@@ -31,13 +32,9 @@ class DemoResult(BaseModel):
     answer: Answer
 
 
-def run_demo(
-    root: Path, settings: Settings, encoder: str | None = None, say: Callable[[str], Any] = print
-) -> DemoResult:
-    changes: dict[str, Any] = {"kb": root / "kb", "qdrant_url": None}
-    if encoder:
-        changes["encoder"] = encoder
-    settings = settings.model_copy(update=changes)
+def run_demo(root: Path, settings: Settings, say: Callable[[str], Any] = print) -> DemoResult:
+    """The demo under ``root`` (material, query, knowledge base ``root/kb``, embedded)."""
+    settings = settings.model_copy(update={"kb": root / "kb", "qdrant_url": None})
     if resolve_backend(settings) == "packaged":
         say(
             f"No CLIP weights for {settings.clip_model} ({settings.clip_pretrained}) on this machine: "
@@ -56,8 +53,6 @@ def run_demo(
         found = kb.seek(query, k=3, category="disc")
         say("Detecting with the disc's normal references ...")
         detection = kb.detect(query, "disc")
-        from reasoning.expert.overlay import write_overlay
-
         write_overlay(query, detection, overlay)
         say("Asking (default backend: the grounded report) ...")
         answer = kb.ask(query, DEMO_QUESTION, category="disc")

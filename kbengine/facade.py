@@ -1,4 +1,7 @@
-"""The ``KnowledgeBase`` facade: opens the store, picks the encoder, wires the layers."""
+"""The ``KnowledgeBase`` facade: opens the store, picks the encoder, wires the layers.
+
+The shell sits on top of every layer; it imports them inside the methods that need them, so
+``import kbengine`` and ``kbengine --help`` stay fast."""
 
 from __future__ import annotations
 
@@ -8,23 +11,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from kbengine.core.blobs import BlobStore
+from kbengine.core.cache import cache_folder
+from kbengine.core.encoders import Encoder, EncoderIdentity, get_encoder
+from kbengine.core.errors import InvalidInputError, KBEngineError
+from kbengine.core.images import ImageInput
+from kbengine.core.schemas import (
+    SOURCE_KIND,
+    Answer,
+    CategoryInfo,
+    Detection,
+    IngestReport,
+    KBInfo,
+    LockLabel,
+    SeekResult,
+)
+from kbengine.core.settings import Settings
+from kbengine.core.store import Store, Where, get_store
+from kbengine.core.vocabulary import normalise_name
+
 if TYPE_CHECKING:
     from reasoning.asker import Asker
     from reasoning.expert.detector import Detector
     from reasoning.llm.base import LLM
-    from retrieval import Seeker
-
-from kbengine.blobs import BlobStore
-from kbengine.datasets import ident
-from kbengine.encoders import Encoder, EncoderIdentity, get_encoder
-from kbengine.errors import InvalidInputError, KBEngineError
-from kbengine.images import ImageInput
-from kbengine.schemas import Answer, CategoryInfo, Detection, IngestReport, KBInfo, SeekResult
-from kbengine.settings import Settings
-from kbengine.store import Store, get_store
-from kbengine.store.base import SOURCE_KIND, Where
-
-INFO_FIELDS = ("doc_id", "domain", "category", "defect_type", "kind")
+    from retrieval import Seeker, TypeService
 
 
 class KnowledgeBase:
@@ -41,6 +51,7 @@ class KnowledgeBase:
         self.identity: EncoderIdentity | None = store.read_identity()
         blob_root = settings.blob_dir or (settings.kb / "blobs")
         self.blobs = BlobStore(Path(blob_root))
+        self._types: TypeService | None = None
         self._seeker: Seeker | None = None
         self._detector: Detector | None = None
         self._asker: Asker | None = None
@@ -103,19 +114,28 @@ class KnowledgeBase:
         options = Overrides(domain=domain, category=category, defect_type=defect_type)
         report = ingestor.ingest(items, options, strict=strict, progress=progress)
         self.identity = self.encoder.identity
-        if self._seeker is not None:
-            self._seeker.centroids.invalidate()
+        if self._types is not None:
+            self._types.invalidate()
         if self._detector is not None:
-            self._detector.forget_texts()
+            self._detector.knowledge.forget_texts()
         return report
 
     @property
+    def types(self) -> TypeService:
+        """The type-prediction service (defect-type centroids, cached) that seek and detect share."""
+        if self._types is None:
+            from retrieval import TypeService
+
+            self._types = TypeService(self.store, cache_folder(self.settings), self.encoder.identity.name)
+        return self._types
+
+    @property
     def seeker(self) -> Seeker:
-        """The retrieval layer on this knowledge base (it caches the type centroids)."""
+        """The retrieval layer on this knowledge base."""
         if self._seeker is None:
             from retrieval import Seeker
 
-            self._seeker = Seeker(self.store, self.encoder, self.blobs, self.settings)
+            self._seeker = Seeker(self.store, self.encoder, self.blobs, self.settings, self.types)
         return self._seeker
 
     @property
@@ -123,8 +143,10 @@ class KnowledgeBase:
         """The AD Expert on this knowledge base (it caches memory banks and prompt embeddings)."""
         if self._detector is None:
             from reasoning.expert.detector import Detector
+            from reasoning.expert.knowledge import ExpertKnowledge
 
-            self._detector = Detector(self.store, self.encoder, self.blobs, self.settings, self.seeker)
+            knowledge = ExpertKnowledge(self.store, self.encoder, self.blobs, self.settings, self.types)
+            self._detector = Detector(self.encoder, knowledge, self.types, self.settings)
         return self._detector
 
     def detect(
@@ -137,7 +159,7 @@ class KnowledgeBase:
     ) -> Detection:
         """The AD Expert: anomaly score, map, mask, regions and the defect-type guess; see
         :mod:`reasoning.expert.detector`. ``prompts``: a file written by ``train-prompts``."""
-        category = ident(category) if category else None
+        category = normalise_name(category) if category else None
         learned, name = (None, None)
         if prompts is not None:
             from reasoning.expert.training import load_learned_texts
@@ -165,7 +187,7 @@ class KnowledgeBase:
         or an LLM object; ``none`` writes the grounded report. See :mod:`reasoning.asker`."""
         from reasoning.llm import get_llm
 
-        category = ident(category) if category else None
+        category = normalise_name(category) if category else None
         model = get_llm(self.settings, llm) if llm is None or isinstance(llm, str) else llm
         if self._asker is None:
             from reasoning.asker import Asker
@@ -206,19 +228,14 @@ class KnowledgeBase:
 
         ``focus=True``: the AD Expert finds the defect region (normal references of the category,
         given or inferred, are needed) and its crop's embedding becomes a second key and the key of
-        the type prediction. Off by default: measured on the generated set (54 queries, topk), it
-        lowers top-1 from 98.1% to 85.2% against document knowledge, because a crop is compared
-        with whole-image locks and centroids (see the README)."""
-        category = ident(category) if category else None
-        defect_type = ident(defect_type) if defect_type else None
-        focus_key = None
-        if focus:
-            found = self.detector.focus_for(image, category)
-            if found is None and focus:
-                raise InvalidInputError(
-                    "focus needs normal references of the part's category in the knowledge base; none found"
-                )
-            focus_key = found[0] if found else None
+        the type prediction. Off by default (the README has the measurements)."""
+        category = normalise_name(category) if category else None
+        defect_type = normalise_name(defect_type) if defect_type else None
+        focus_key = self.detector.focus_key(image, category) if focus else None
+        if focus and focus_key is None:
+            raise InvalidInputError(
+                "focus needs normal references of the part's category in the knowledge base; none found"
+            )
         return self.seeker.seek(
             image,
             k,
@@ -241,15 +258,14 @@ class KnowledgeBase:
         all_docs: set[str] = set()
         domains: set[str] = set()
         locks = 0
-        for hit in self.store.scroll(fields=INFO_FIELDS):
-            p = hit.payload
-            key = (str(p.get("category")), str(p.get("defect_type")))
+        for hit in self.store.scroll(fields=LockLabel.fields()):
+            label = LockLabel.read(hit.payload)
+            key = (label.category, label.defect_type)
             entry = entries.setdefault(key, CategoryInfo(category=key[0], defect_type=key[1]))
-            kind = str(p.get("kind"))
-            entry.locks[kind] = entry.locks.get(kind, 0) + 1
-            docs[key].add(str(p.get("doc_id")))
-            all_docs.add(str(p.get("doc_id")))
-            domains.add(str(p.get("domain")))
+            entry.locks[label.kind] = entry.locks.get(label.kind, 0) + 1
+            docs[key].add(label.doc_id)
+            all_docs.add(label.doc_id)
+            domains.add(label.domain)
             locks += 1
         for key, entry in entries.items():
             entry.documents = len(docs[key])
@@ -263,7 +279,7 @@ class KnowledgeBase:
             joint_space=identity.joint_space if identity else False,
             locks=locks,
             documents=len(all_docs),
-            sources=self.store.count(Where(must={"kind": SOURCE_KIND})),
+            sources=self.store.count(Where.of(kind=SOURCE_KIND)),
             domains=sorted(domains),
             entries=sorted(entries.values(), key=lambda e: (e.category, e.defect_type)),
         )

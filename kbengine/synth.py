@@ -16,6 +16,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
+from kbengine.core.vocabulary import SECTION_NAMES, section_heading
+
 Array = np.ndarray
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -318,15 +320,8 @@ def write_pdf_catalogue(
         img.save(buffer, format="PNG")
         page.insert_image(pymupdf.Rect(50, y + 15, 50 + 220, y + 15 + 220), stream=buffer.getvalue())
         y += 260
-        for key in (
-            "description",
-            "appearance",
-            "causes",
-            "consequences",
-            "production_scenarios",
-            "application_scenarios",
-        ):
-            heading = key.replace("_", " ").capitalize()
+        for key in SECTION_NAMES:
+            heading = section_heading(key)
             box = pymupdf.Rect(50, y, 545, y + 60)
             page.insert_textbox(box, f"{heading}: {card[key]}", fontsize=10)
             y += 62

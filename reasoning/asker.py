@@ -1,4 +1,9 @@
-"""``kb.ask``: retrieval + the AD Expert + an MLLM (or the grounded report) -> ``Answer``."""
+"""``kb.ask``: retrieval + the AD Expert + an MLLM (or the grounded report) -> ``Answer``.
+
+:func:`respond` is the one place a question meets a model: the grounded report when there is no
+LLM, else the messages sent, the reply parsed for an option letter and the audit trail kept.
+``vanilla`` (MMAD's 1-shot protocol) and ``seek`` (the Seek-Setting) differ only in the messages.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,70 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kbengine.cache import elapsed_ms
-from kbengine.errors import InvalidInputError
-from kbengine.images import ImageInput, describe, load_image
-from kbengine.schemas import Answer, Detection, PromptPart, SeekHit
-from kbengine.settings import Settings
+from PIL import Image
+
+from kbengine.core.cache import elapsed_ms
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.images import ImageInput, describe, load_image
+from kbengine.core.schemas import Answer, Detection, PromptPart, SeekHit
+from kbengine.core.settings import Settings
+from reasoning.answers import parse_answer
 from reasoning.expert.detector import Detector
-from reasoning.llm.base import LLM
+from reasoning.llm.base import LLM, Message
 from reasoning.prompt import audit, seek_messages, vanilla_messages
 from reasoning.report import write_report
 from retrieval import Seeker
 
 SETTINGS = ("seek", "vanilla")
+Stream = Callable[[str], Any]
+
+
+def respond(
+    llm: LLM | None,
+    question: str,
+    messages: Callable[[], list[Message]],
+    *,
+    detection: Detection | None = None,
+    hits: list[SeekHit] | None = None,
+    options: dict[str, str] | None = None,
+    max_new_tokens: int = 512,
+    stream: Stream | None = None,
+) -> tuple[str, str | None, list[PromptPart], str]:
+    """(text, chosen option, prompt parts, backend name). Without an LLM the grounded report
+    answers from ``detection`` and ``hits``; ``messages`` is built only when an LLM is asked."""
+    if llm is None:
+        text, choice = write_report(question, detection, hits or [], options)
+        if stream is not None:
+            stream(text)
+        return text, choice, [PromptPart(role="user", kind="text", text=question)], "none"
+    sent = messages()
+    text = llm.generate(sent, max_new_tokens=max_new_tokens, stream=stream)
+    return text, parse_answer(text, options) if options else None, audit(sent), llm.name
+
+
+def ask_vanilla(
+    llm: LLM | None,
+    query: Image.Image,
+    question: str,
+    *,
+    template: Image.Image | None,
+    template_path: str | None = None,
+    options: dict[str, str] | None = None,
+    query_path: str | None = None,
+    max_new_tokens: int = 512,
+    stream: Stream | None = None,
+) -> tuple[str, str | None, list[PromptPart], str]:
+    """MMAD's 1-shot protocol: one normal template image, the query, the question."""
+    return respond(
+        llm,
+        question,
+        lambda: vanilla_messages(
+            query, question, template=template, template_path=template_path, options=options, query_path=query_path
+        ),
+        options=options,
+        max_new_tokens=max_new_tokens,
+        stream=stream,
+    )
 
 
 class Asker:
@@ -42,7 +99,7 @@ class Asker:
         options: dict[str, str] | None = None,
         template: ImageInput | None = None,
         k: int = 3,
-        stream: Callable[[str], Any] | None = None,
+        stream: Stream | None = None,
     ) -> Answer:
         if setting not in SETTINGS:
             raise InvalidInputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)}")
@@ -68,30 +125,28 @@ class Asker:
             hits += self._documented(query, hits, detection, where)
             timings["knowledge"] = elapsed_ms(clock)
         clock = time.perf_counter()
-        if llm is None:
-            text, choice = write_report(question, detection, hits, options)
-            if stream is not None:
-                stream(text)
-            prompt = [PromptPart(role="user", kind="text", text=question)]
-            name = "none"
+        tokens = self.settings.llm_max_new_tokens
+        if setting == "seek":
+            text, choice, prompt, name = respond(
+                llm,
+                question,
+                lambda: seek_messages(
+                    query, question, hits=hits, detection=detection, options=options, query_path=query_path
+                ),
+                detection=detection,
+                hits=hits,
+                options=options,
+                max_new_tokens=tokens,
+                stream=stream,
+            )
         else:
-            if setting == "seek":
-                messages = seek_messages(query, question, hits=hits, detection=detection, options=options,
-                                         query_path=query_path)  # fmt: skip
-            else:
-                picture, path = self._template(template, category, query)
-                if picture is None:
-                    notes.append("no normal reference of this category to use as the template")
-                messages = vanilla_messages(query, question, template=picture, template_path=path, options=options,
-                                            query_path=query_path)  # fmt: skip
-            text = llm.generate(messages, max_new_tokens=self.settings.llm_max_new_tokens, stream=stream)
-            prompt = audit(messages)
-            choice = None
-            if options:
-                from reasoning.mmad import parse_answer
-
-                choice = parse_answer(text, options)
-            name = llm.name
+            picture, path = self._template(template, category, query) if llm is not None else (None, None)
+            if llm is not None and picture is None:
+                notes.append("no normal reference of this category to use as the template")
+            text, choice, prompt, name = ask_vanilla(
+                llm, query, question, template=picture, template_path=path, options=options,
+                query_path=query_path, max_new_tokens=tokens, stream=stream,
+            )  # fmt: skip
         timings["answer"] = elapsed_ms(clock)
         return Answer(
             question=question,
@@ -107,7 +162,7 @@ class Asker:
         )
 
     def _documented(
-        self, query: Any, hits: list[SeekHit], detection: Detection | None, category: str | None
+        self, query: Image.Image, hits: list[SeekHit], detection: Detection | None, category: str | None
     ) -> list[SeekHit]:
         """When the expert names a defect type and no retrieved document of that type carries text,
         the best-matching documented one of that type (so the answer can cite its causes)."""
@@ -122,17 +177,18 @@ class Asker:
         return [h.model_copy(update={"rank": len(hits) + 1}) for h in found[:1]]
 
     def _template(
-        self, template: ImageInput | None, category: str | None, query_image: Any = None
-    ) -> tuple[Any, str | None]:
+        self, template: ImageInput | None, category: str | None, query: Image.Image
+    ) -> tuple[Image.Image | None, str | None]:
         """The vanilla template: the one given, else a normal reference of the category (inferred
         from the query when not given)."""
         if template is not None:
             return load_image(template), describe(template)
-        if category is None and query_image is not None:
-            category = self.detector.infer_category(query_image)
+        knowledge = self.detector.knowledge
+        if category is None:
+            category = knowledge.infer_category(self.detector.encoder.embed_images([query])[0])
         if category:
-            locks = self.detector.reference_locks(category)
+            locks = knowledge.reference_locks(category)
             if locks:
-                path = self.detector.blobs.path(str(locks[0]["blob"]))
+                path = knowledge.reference_path(locks[0])
                 return load_image(path), str(path)
         return None, None

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from kbengine.images import load_image
-from kbengine.schemas import Detection, PromptPart, SeekHit
+from kbengine.core.images import load_image
+from kbengine.core.schemas import Detection, PromptPart, SeekHit
+from kbengine.core.vocabulary import SECTION_NAMES, section_heading
 from reasoning.llm.base import Message, Part
 
 SYSTEM = (
     "You are an expert industrial quality inspector. You compare a query image of a product with "
     "reference material and answer questions about defects precisely and briefly."
 )
-SECTION_ORDER = ("description", "appearance", "causes", "consequences", "production_scenarios", "application_scenarios")
 
 
 def options_text(options: dict[str, str] | None) -> str:
@@ -70,9 +70,7 @@ def knowledge_parts(hits: list[SeekHit], max_pages: int) -> list[Part]:
             parts.append(Part.of_image(load_image(hit.image_path), f"template: knowledge {hit.title}", hit.image_path))
             shown += 1
         sections = hit.sections.model_dump()
-        body = " ".join(
-            f"{name.replace('_', ' ').capitalize()}: {sections[name]}" for name in SECTION_ORDER if sections[name]
-        )
+        body = " ".join(f"{section_heading(name)}: {sections[name]}" for name in SECTION_NAMES if sections[name])
         parts.append(
             Part.of_text(f"Knowledge [{hit.rank}] {hit.title} ({hit.category}, {hit.defect_type}). {body}".strip())
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from kbengine.schemas import Detection, SeekHit
+from kbengine.core.schemas import Detection, SeekHit
 
 SYNONYMS = {"centre": "center", "middle": "center", "central": "center", "upper": "top", "lower": "bottom"}
 

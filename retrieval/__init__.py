@@ -1,7 +1,7 @@
 """Retrieval layer (Q2K RAG): key embedding -> cosine scores -> Bayesian GMM -> KDE-weighted
 cluster sampling. Reads the store; never writes it."""
 
-from retrieval.centroids import TypeCentroids, predict_type
+from retrieval.centroids import TypeCentroids, TypeService, predict_type
 from retrieval.sampling import STRATEGIES, Selection, kde_sample, mmr_select, select, topk_select
 from retrieval.seeker import Seeker
 
@@ -10,6 +10,7 @@ __all__ = [
     "Seeker",
     "Selection",
     "TypeCentroids",
+    "TypeService",
     "kde_sample",
     "mmr_select",
     "predict_type",

@@ -21,7 +21,7 @@ fused score is that cosine. With several, cosines of different pipelines are not
 (CLIP image-text cosines sit near 0.3, image-image near 0.8), so each pipeline's document scores
 are standardised over its own candidates (z-scores; a document the pipeline did not return counts
 one standard deviation below its lowest candidate, so any match beats none), and the fused score
-is their weighted mean (``PIPELINE_WEIGHTS``). A
+is their mean. A
 document matching both the picture and the words thus ranks above one matching only one of them.
 """
 
@@ -31,15 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kbengine.store.base import Hit, Store, Where
+from kbengine.core.schemas import LockPayload
+from kbengine.core.store import Hit, Store, Where
 
-PIPELINE_WEIGHTS: dict[str, float] = {
-    "image>image": 1.0,
-    "focus>image": 1.0,
-    "image>text": 1.0,
-    "text>text": 1.0,
-    "text>image": 1.0,
-}
 MAX_ROUNDS = 3
 
 
@@ -49,14 +43,13 @@ class Pipeline:
     vector: str
     key: np.ndarray
 
-    @property
-    def weight(self) -> float:
-        return PIPELINE_WEIGHTS.get(self.name, 1.0)
-
 
 @dataclass
 class LockHit:
+    """A lock a pipeline found: the store's hit and its parsed payload."""
+
     hit: Hit
+    lock: LockPayload
     pipeline: str
     vector_name: str
 
@@ -75,8 +68,8 @@ class DocCandidate:
         return max(self.best.values(), key=lambda h: _finite(h.hit.score))
 
     @property
-    def payload(self) -> dict[str, object]:
-        return self.top.hit.payload
+    def lock(self) -> LockPayload:
+        return self.top.lock
 
     def best_image_lock(self) -> LockHit | None:
         image = [h for h in self.best.values() if h.vector_name == "image"]
@@ -99,22 +92,21 @@ class Candidates:
 
 def search_pipeline(
     store: Store, pipeline: Pipeline, where: Where, limit: int, want_documents: int, with_vector: bool
-) -> list[Hit]:
+) -> list[LockHit]:
     """The pipeline's candidate locks, best first, widened until they name ``want_documents``
     documents or the store has no more (see the module docstring)."""
-    hits: list[Hit] = []
+    hits: list[LockHit] = []
     found: dict[str, None] = {}
     condition = where
     for _ in range(MAX_ROUNDS):
         batch = store.search(pipeline.vector, pipeline.key, limit, condition, with_vector=with_vector)
-        hits += batch
         for h in batch:
-            found.setdefault(str(h.payload.get("doc_id")), None)
+            lock = LockPayload.read(h.payload)
+            hits.append(LockHit(h, lock, pipeline.name, pipeline.vector))
+            found.setdefault(lock.doc_id, None)
         if len(batch) < limit or len(found) >= want_documents:
             break
-        excluded = where.must_not.get("doc_id", ())
-        excluded = excluded if isinstance(excluded, tuple) else (excluded,)
-        condition = Where(must=where.must, must_not={**where.must_not, "doc_id": (*excluded, *found)})
+        condition = where.excluding(doc_id=tuple(found))
     return hits
 
 
@@ -134,13 +126,13 @@ def gather(
         hits = search_pipeline(store, pipeline, where, limit, want_documents, with_vector)
         locks[pipeline.name] = len(hits)
         seen: set[str] = set()
-        for hit in hits:
-            doc = str(hit.payload.get("doc_id"))
+        for found in hits:
+            doc = found.lock.doc_id
             seen.add(doc)
             candidate = documents.setdefault(doc, DocCandidate(doc_id=doc))
             current = candidate.best.get(pipeline.name)
-            if current is None or _better(hit.score, current.hit.score):
-                candidate.best[pipeline.name] = LockHit(hit, pipeline.name, pipeline.vector)
+            if current is None or _better(found.hit.score, current.hit.score):
+                candidate.best[pipeline.name] = found
         per_pipeline_docs[pipeline.name] = len(seen)
     docs = list(documents.values())
     fuse(docs, pipelines)
@@ -165,14 +157,12 @@ def fuse(documents: list[DocCandidate], pipelines: list[Pipeline]) -> None:
             d.fused = d.top.hit.score
         return
     total = np.zeros(len(documents))
-    weight_sum = 0.0
     for p in active:
         raw = np.array([d.best[p.name].hit.score if p.name in d.best else np.nan for d in documents])
         present = np.isfinite(raw)
         mean, std = raw[present].mean(), raw[present].std()
         z = (raw - mean) / std if std > 1e-12 else np.where(present, 0.0, np.nan)
         floor = (np.nanmin(z) if present.any() else 0.0) - 1.0
-        total += p.weight * np.where(present, z, floor)
-        weight_sum += p.weight
-    for d, value in zip(documents, total / weight_sum, strict=True):
+        total += np.where(present, z, floor)
+    for d, value in zip(documents, total / len(active), strict=True):
         d.fused = float(value)

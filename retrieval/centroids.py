@@ -1,5 +1,6 @@
-"""Type-level feature: one centroid per (domain, category, defect type) of the knowledge base's
-defect examples, and the nearest centroid of a query key.
+"""The type-prediction service: one centroid per (domain, category, defect type) of the knowledge
+base's defect examples, and the nearest centroid of a query key. Seek's ``predicted_defect_type``,
+detect's type guess and the zero-shot type-level prompts all come from here.
 
 A centroid is the L2-normalised mean of the normalised image vectors of that type's reference
 photos and PDF figures; a type with neither falls back to its rendered pages (a page is mostly
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kbengine.cache import load_arrays, save_arrays
-from kbengine.encoders.base import l2_normalise
-from kbengine.schemas import NORMAL_TYPE, TypePrediction, TypeScore
-from kbengine.store.base import SOURCE_KIND, Store, Where
+from kbengine.core.cache import load_arrays, save_arrays
+from kbengine.core.encoders.base import l2_normalise
+from kbengine.core.schemas import SOURCE_KIND, LockLabel, SourceMarker, TypePrediction, TypeScore
+from kbengine.core.store import Store, Where
+from kbengine.core.vocabulary import NORMAL_TYPE, UNSPECIFIED_TYPE
 
-UNSPECIFIED_TYPE = "unspecified"
+TypeKey = tuple[str, str, str]
+"""(domain, category, defect type)."""
 EXAMPLE_KINDS = ("image", "figure")
 FALLBACK_KINDS = ("page",)
 CACHE_NAME = "type-centroids.npz"
@@ -35,7 +38,7 @@ RANKING_SIZE = 5
 
 @dataclass(frozen=True)
 class TypeCentroids:
-    keys: list[tuple[str, str, str]]
+    keys: list[TypeKey]
     """(domain, category, defect type) per row."""
     sums: np.ndarray
     """(T, D) sums of the normalised example vectors (kept so examples can be left out)."""
@@ -47,7 +50,7 @@ class TypeCentroids:
     def empty(self) -> bool:
         return not self.keys
 
-    def without(self, vectors: Sequence[tuple[tuple[str, str, str], str, np.ndarray]]) -> TypeCentroids:
+    def without(self, vectors: Sequence[tuple[TypeKey, str, np.ndarray]]) -> TypeCentroids:
         """The centroids with these (key, lock kind, vector) examples left out (leave-one-out),
         by the same rules that put them in (kind, valid vector)."""
         sums, counts = self.sums.copy(), self.counts.copy()
@@ -66,29 +69,24 @@ class TypeCentroids:
 
 def source_fingerprint(store: Store) -> str:
     """A digest of every source marker (file and content hash): changes whenever ingest does."""
-    entries = sorted(
-        f"{h.payload.get('source')}\0{h.payload.get('source_sha')}"
-        for h in store.scroll(Where(must={"kind": SOURCE_KIND}), fields=("source", "source_sha"))
-    )
+    markers = (SourceMarker.read(h.payload) for h in store.scroll(Where.of(kind=SOURCE_KIND)))
+    entries = sorted(f"{m.source}\0{m.source_sha}" for m in markers)
     return hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def compute_centroids(store: Store) -> TypeCentroids:
     """Stream the defect examples' image vectors out of the store into per-type sums."""
-    sums: dict[tuple[str, str, str], np.ndarray] = {}
-    counts: dict[tuple[str, str, str], int] = {}
-    page_sums: dict[tuple[str, str, str], np.ndarray] = {}
-    page_counts: dict[tuple[str, str, str], int] = {}
-    where = Where(
-        must={"kind": (*EXAMPLE_KINDS, *FALLBACK_KINDS)},
-        must_not={"defect_type": (NORMAL_TYPE, UNSPECIFIED_TYPE)},
-    )
-    for hit in store.scroll(where, fields=("domain", "category", "defect_type", "kind"), vector="image"):
+    sums: dict[TypeKey, np.ndarray] = {}
+    counts: dict[TypeKey, int] = {}
+    page_sums: dict[TypeKey, np.ndarray] = {}
+    page_counts: dict[TypeKey, int] = {}
+    where = Where.of(kind=(*EXAMPLE_KINDS, *FALLBACK_KINDS)).excluding(defect_type=(NORMAL_TYPE, UNSPECIFIED_TYPE))
+    for hit in store.scroll(where, fields=LockLabel.fields(), vector="image"):
         if hit.vector is None or not np.all(np.isfinite(hit.vector)) or not np.any(hit.vector):
             continue
-        p = hit.payload
-        key = (str(p.get("domain")), str(p.get("category")), str(p.get("defect_type")))
-        target, tally = (page_sums, page_counts) if p.get("kind") in FALLBACK_KINDS else (sums, counts)
+        label = LockLabel.read(hit.payload)
+        key = label.type_key
+        target, tally = (page_sums, page_counts) if label.kind in FALLBACK_KINDS else (sums, counts)
         vector = l2_normalise(hit.vector[None])[0].astype(np.float64)
         target[key] = target[key] + vector if key in target else vector
         tally[key] = tally.get(key, 0) + 1
@@ -146,8 +144,10 @@ def predict_type(
     )
 
 
-class CentroidCache:
-    """Centroids computed once per store state (see the module docstring)."""
+class TypeService:
+    """The type-prediction service over one knowledge base: centroids computed once per store
+    state and cached (see the module docstring), the nearest centroid of a key, and the defect
+    types a category has."""
 
     def __init__(self, store: Store, folder: Path | None, encoder: str = "") -> None:
         self.store = store
@@ -162,6 +162,35 @@ class CentroidCache:
         if self._centroids is None:
             self._centroids = self._load_or_compute()
         return self._centroids
+
+    def defect_types(self, category: str) -> list[str]:
+        """The defect types the knowledge base has examples of for ``category``."""
+        return sorted({t for _, c, t in self.get().keys if c == category})
+
+    def predict(
+        self,
+        key: np.ndarray,
+        *,
+        domain: str | None = None,
+        category: str | None = None,
+        exclude_sources: Sequence[str] = (),
+    ) -> TypePrediction | None:
+        """The nearest defect-type centroid of ``key``; ``exclude_sources`` leaves those files'
+        examples out of their centroids (leave-one-out evaluation)."""
+        centroids = self.get()
+        if centroids.empty:
+            return None
+        if exclude_sources:
+            left_out = [
+                (label.type_key, label.kind, h.vector)
+                for h in self.store.scroll(
+                    Where.of(source=tuple(exclude_sources)), fields=LockLabel.fields(), vector="image"
+                )
+                if h.vector is not None
+                for label in (LockLabel.read(h.payload),)
+            ]
+            centroids = centroids.without(left_out)
+        return predict_type(centroids, key, domain=domain, category=category)
 
     def _load_or_compute(self) -> TypeCentroids:
         if self.folder is None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kbengine.errors import InvalidInputError, MissingDependencyError
-from kbengine.schemas import SeekResult
+from kbengine.core.errors import InvalidInputError, MissingDependencyError
+from kbengine.core.schemas import SeekResult
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 

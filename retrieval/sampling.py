@@ -70,8 +70,8 @@ def fit_clusters(scores: np.ndarray, max_clusters: int = 5, seed: int = 0) -> Cl
     do not depend on the score scale), the fit uses at most ``max_clusters`` components with a
     diagonal covariance (the same model as 'full' in one dimension, about twice as fast), k-means++
     initialisation with ``seed``, at most 100 variational iterations and a tolerance of 1e-4 per
-    score (sklearn's lower bound is a sum over the scores; measured, this ends the fit of 256 scores
-    in ~50 iterations, ~12 ms, with the same clusters); fewer than three scores or scores that are
+    score (sklearn's lower bound is a sum over the scores, so a per-score tolerance ends the fit
+    early with the same clusters; ``benchmarks/seek.py`` times it); fewer than three scores or scores that are
     all equal form a single cluster without a fit. Clusters are ordered by their best score (then
     by mean), so cluster 0 always holds the best candidate.
     """

@@ -11,42 +11,43 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
-from kbengine.blobs import BlobStore
-from kbengine.cache import cache_folder, elapsed_ms
-from kbengine.encoders.base import Encoder
-from kbengine.errors import EmptyKnowledgeBaseError, InvalidInputError
-from kbengine.images import ImageInput, describe, load_image
-from kbengine.schemas import (
-    NORMAL_TYPE,
+from kbengine.core.blobs import BlobStore
+from kbengine.core.cache import elapsed_ms
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
+from kbengine.core.images import ImageInput, describe, load_image
+from kbengine.core.schemas import (
     ClusterStat,
     LockMatch,
+    LockPayload,
     PipelineStat,
     SeekDiagnostics,
     SeekHit,
     SeekResult,
-    TextSections,
-    TypePrediction,
 )
-from kbengine.settings import Settings
-from kbengine.store.base import Store, Where
+from kbengine.core.settings import Settings
+from kbengine.core.store import Store, Where
+from kbengine.core.vocabulary import NORMAL_TYPE
 from retrieval.candidates import Candidates, DocCandidate, LockHit, Pipeline, gather
-from retrieval.centroids import CentroidCache, TypeCentroids, predict_type
+from retrieval.centroids import TypeService
 from retrieval.sampling import STRATEGIES, Selection, Strategy, select
 
 
 class Seeker:
     """Seeks knowledge in one knowledge base (the facade holds one; ``KnowledgeBase.seek``)."""
 
-    def __init__(self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings, types: TypeService
+    ) -> None:
         self.store = store
         self.encoder = encoder
         self.blobs = blobs
         self.settings = settings
-        self.centroids = CentroidCache(store, cache_folder(settings), encoder.identity.name)
+        self.types = types
 
     def seek(
         self,
@@ -124,7 +125,7 @@ class Seeker:
 
         clock = time.perf_counter()
         type_key = focus_key if focus_key is not None else key
-        prediction = self.predict_type(type_key, domain=domain, category=category, exclude_sources=exclude_sources)
+        prediction = self.types.predict(type_key, domain=domain, category=category, exclude_sources=exclude_sources)
         timings["type"] = elapsed_ms(clock)
 
         filters = {n: v for n, v in (("domain", domain), ("category", category), ("defect_type", defect_type)) if v}
@@ -178,13 +179,10 @@ class Seeker:
         include_normal: bool,
         exclude_sources: Sequence[str],
     ) -> Where:
-        where = Where.of(domain=domain, category=category, defect_type=defect_type)
-        must_not: dict[str, Any] = {}
-        if not include_normal and defect_type is None:
-            must_not["defect_type"] = NORMAL_TYPE
-        if exclude_sources:
-            must_not["source"] = tuple(exclude_sources)
-        return Where(must=where.must, must_not=must_not)
+        return Where.of(domain=domain, category=category, defect_type=defect_type).excluding(
+            defect_type=NORMAL_TYPE if not include_normal and defect_type is None else None,
+            source=tuple(exclude_sources) or None,
+        )
 
     def _representatives(self, docs: list[DocCandidate]) -> np.ndarray:
         dim = self.encoder.identity.image_dim
@@ -193,40 +191,10 @@ class Seeker:
             return np.zeros((0, dim), np.float32)
         return np.stack([r if r is not None else np.zeros(dim, np.float32) for r in rows])
 
-    # -- type-level feature --------------------------------------------------------------------
-    def predict_type(
-        self,
-        key: np.ndarray,
-        *,
-        domain: str | None = None,
-        category: str | None = None,
-        exclude_sources: Sequence[str] = (),
-    ) -> TypePrediction | None:
-        """Nearest defect-type centroid; ``exclude_sources`` leaves those files' examples out."""
-        centroids: TypeCentroids = self.centroids.get()
-        if centroids.empty:
-            return None
-        if exclude_sources:
-            left_out = [
-                (
-                    (str(h.payload["domain"]), str(h.payload["category"]), str(h.payload["defect_type"])),
-                    str(h.payload.get("kind")),
-                    h.vector,
-                )
-                for h in self.store.scroll(
-                    Where(must={"source": tuple(exclude_sources)}),
-                    fields=("domain", "category", "defect_type", "kind"),
-                    vector="image",
-                )
-                if h.vector is not None
-            ]
-            centroids = centroids.without(left_out)
-        return predict_type(centroids, key, domain=domain, category=category)
-
     # -- results -------------------------------------------------------------------------------
     def _hit(self, rank: int, doc: DocCandidate, selection: Selection, key: np.ndarray) -> SeekHit:
         top = doc.top
-        p = top.hit.payload
+        lock = top.lock
         index = int(np.flatnonzero(selection.considered == selection.indices[rank - 1])[0])
         cluster = selection.fit.labels[index] if selection.fit is not None else None
         weight = (
@@ -236,43 +204,35 @@ class Seeker:
         )
         image_lock = doc.best_image_lock() or self._image_lock_of(doc.doc_id, key)
         return SeekHit(
+            **lock.document().model_dump(),
             rank=rank,
-            doc_id=doc.doc_id,
-            title=str(p.get("title") or ""),
-            domain=str(p.get("domain")),
-            category=str(p.get("category")),
-            defect_type=str(p.get("defect_type")),
-            sections=TextSections.model_validate(p.get("sections") or {}),
-            source=str(p.get("doc_source") or p.get("source")),
-            page=cast(int | None, p.get("page")),
             score=float(top.hit.score),
             fused_score=float(doc.fused),
             pipeline_scores={name: float(h.hit.score) for name, h in doc.best.items()},
             best_lock=self._lock(top),
-            image_path=self._blob_path(image_lock.hit.payload.get("blob")) if image_lock else None,
+            image_path=self._blob_path(image_lock.lock.blob) if image_lock else None,
             cluster=int(cluster) if cluster is not None else None,
             cluster_weight=weight,
         )
 
     def _image_lock_of(self, doc_id: str, key: np.ndarray) -> LockHit | None:
         """The document's image lock nearest the query, when only text pipelines found it."""
-        found = self.store.search("image", key, 1, Where(must={"doc_id": doc_id}))
-        return LockHit(found[0], "image>image", "image") if found else None
+        found = self.store.search("image", key, 1, Where.of(doc_id=doc_id))
+        return LockHit(found[0], LockPayload.read(found[0].payload), "image>image", "image") if found else None
 
-    def _lock(self, lock: LockHit) -> LockMatch:
-        p = lock.hit.payload
+    def _lock(self, found: LockHit) -> LockMatch:
         return LockMatch(
-            id=lock.hit.id,
-            kind=p.get("kind", "image"),
-            pipeline=lock.pipeline,
-            score=float(lock.hit.score),
-            page=p.get("page"),
-            text=p.get("text"),
-            image_path=self._blob_path(p.get("blob")),
+            id=found.hit.id,
+            kind=found.lock.kind,
+            pipeline=found.pipeline,
+            score=float(found.hit.score),
+            page=found.lock.page,
+            text=found.lock.text,
+            image_path=self._blob_path(found.lock.blob),
         )
 
-    def _blob_path(self, blob: object) -> str | None:
-        return str(self.blobs.path(str(blob)).absolute()) if blob else None
+    def _blob_path(self, blob: str | None) -> str | None:
+        return str(self.blobs.path(blob).absolute()) if blob else None
 
     @staticmethod
     def _diagnostics(
@@ -306,7 +266,6 @@ class Seeker:
                 PipelineStat(
                     name=p.name,
                     vector=p.vector,
-                    weight=p.weight,
                     locks=found.locks_per_pipeline.get(p.name, 0),
                     documents=found.documents_per_pipeline.get(p.name, 0),
                 )

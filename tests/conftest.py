@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from kbengine import synth
-from kbengine.encoders.base import Encoder
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.settings import Settings
+from kbengine.core.store import get_store
 from kbengine.facade import KnowledgeBase
-from kbengine.settings import Settings
-from kbengine.store import get_store
 
 SMALL = {"tile": ("crack", "stain"), "disc": ("scratch", "missing")}
 
@@ -33,7 +33,7 @@ def open_kb(path: Path, encoder: Encoder, **settings: object) -> KnowledgeBase:
 
 @pytest.fixture(scope="session")
 def packaged() -> Encoder:
-    from kbengine.encoders.packaged import PackagedEncoder
+    from kbengine.core.encoders.packaged import PackagedEncoder
 
     return PackagedEncoder()
 
@@ -52,7 +52,7 @@ def tiny_clip_name(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_clip(tiny_clip_name: str) -> Encoder:
     import torch
 
-    from kbengine.encoders.openclip import OpenClipEncoder
+    from kbengine.core.encoders.openclip import OpenClipEncoder
 
     torch.manual_seed(0)
     return OpenClipEncoder(tiny_clip_name, "random")

@@ -1,54 +1,47 @@
-"""``kb.detect``: the AD Expert on one image -> ``Detection``.
+"""``kb.detect``: the AD Expert on one image -> ``Detection``. This module orchestrates; the
+evidence is computed in ``evidence``, the knowledge read in ``knowledge``.
 
 Evidence, by ``mode``:
 - ``references``: the category's normal ("good") reference photos in the knowledge base form a
-  patch memory bank (``memory_bank``), cached per category under ``<cache>/banks`` and rebuilt
-  when the category's normal references change;
+  patch memory bank (``memory_bank``), cached per category and rebuilt when the category's
+  normal references change;
 - ``zero-shot``: CLIP prompts (``zero_shot``), words from the category's domain file;
 - ``both``: the two maps fused (``anomaly_map.fuse``);
 - ``auto`` (default): every kind of evidence the encoder and the knowledge base allow.
 
-The predicted defect type is the nearest defect-type centroid (shared with seek) of the image's
-global embedding. Region-focused keys were measured against it (``benchmarks/real_textures.py``
-and the generated set, leave-one-out, packaged encoder): global 86% / 98% type top-1, the crop
-around the strongest region 75% / 96% (crop centroids) and 67% / 83% (whole-image centroids), the
-mean of the 8 most anomalous patch features 81% / 98%, their residual to the nearest normal
-patches 79% / 96%. The crop remains available as seek's ``focus`` key.
+One global embedding per image serves the category guess, the global z of the references, the
+zero-shot image score, learned prompts and the predicted defect type: the nearest defect-type
+centroid (the type service seek uses). Region-focused type keys were measured against it (the
+README has the figures); the crop around the strongest region remains seek's ``focus`` key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from kbengine.blobs import BlobStore
-from kbengine.cache import cache_folder, elapsed_ms, load_arrays, save_arrays
-from kbengine.encoders.base import Encoder
-from kbengine.errors import InvalidInputError
-from kbengine.images import ImageInput, describe, load_image
-from kbengine.schemas import NORMAL_TYPE, Detection, Evidence, Region, TypePrediction
-from kbengine.settings import Settings
-from kbengine.store.base import Store, Where
-from reasoning.expert.anomaly_map import fuse, image_score, logistic, scale_distances, upsample
-from reasoning.expert.domains import BUILTIN, Domain, load_domain
-from reasoning.expert.memory_bank import MemoryBank, build_bank, reference_layers, score_patches
-from reasoning.expert.regions import find_regions
-from reasoning.expert.zero_shot import TextPair, require_joint, text_pair, zero_shot
+from kbengine.core.cache import elapsed_ms
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.images import ImageInput, describe, load_image
+from kbengine.core.schemas import Detection, Evidence, Region
+from kbengine.core.settings import Settings
+from reasoning.expert.domains import Domain
+from reasoning.expert.evidence import MapEvidence, reference_evidence, verdict, zero_shot_evidence
+from reasoning.expert.knowledge import ExpertKnowledge
+from reasoning.expert.memory_bank import MemoryBank
+from reasoning.expert.zero_shot import TextPair, require_joint
+from retrieval.centroids import TypeService
 
 if TYPE_CHECKING:
     from reasoning.expert.training import LearnedPrompts
-from retrieval import Seeker, predict_type
 
-Mode = Literal["auto", "zero-shot", "references", "both"]
 MODES: tuple[str, ...] = ("auto", "zero-shot", "references", "both")
-REFERENCE_KINDS = ("image", "figure")
-BANK_VERSION = "2"
+MIN_SIDE = 16
 
 
 def focus_crop(picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> Image.Image:
@@ -67,124 +60,84 @@ def focus_crop(picture: Image.Image, anomaly_map: np.ndarray, regions: list[Regi
     return picture.crop((left, top, left + int(side), top + int(side)))
 
 
+@dataclass
+class DetectionPlan:
+    """What a detection of one category uses, decided once per category (evaluation reuses it
+    over many images): the memory bank, the zero-shot prompts, the domain."""
+
+    category: str | None
+    domain: Domain
+    bank: MemoryBank | None = None
+    zero_shot: bool = False
+    texts: TextPair | None = None
+    learned: LearnedPrompts | None = None
+    learned_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def prompts_for(self, global_key: np.ndarray) -> TextPair:
+        if self.learned is not None:
+            return self.learned.texts_for(global_key)
+        assert self.texts is not None
+        return self.texts
+
+
 class Detector:
     """The AD Expert over one knowledge base (the facade holds one)."""
 
-    def __init__(self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings, seeker: Seeker) -> None:
-        self.store = store
+    def __init__(self, encoder: Encoder, knowledge: ExpertKnowledge, types: TypeService, settings: Settings) -> None:
         self.encoder = encoder
-        self.blobs = blobs
+        self.knowledge = knowledge
+        self.types = types
         self.settings = settings
-        self.seeker = seeker
-        folder = cache_folder(settings)
-        self.bank_folder = folder / "banks" if folder else None
-        self._banks: dict[str, tuple[str, MemoryBank | None]] = {}
-        self._texts: dict[tuple[str, str], TextPair] = {}
 
-    # -- knowledge the expert reads ------------------------------------------------------------
-    def infer_category(self, image: Image.Image | np.ndarray) -> str | None:
-        """The category of the knowledge lock nearest the image or its global embedding (normal
-        references included)."""
-        key = image if isinstance(image, np.ndarray) else self.encoder.embed_images([image])[0]
-        hits = self.store.search("image", key, 1)
-        return str(hits[0].payload.get("category")) if hits else None
-
-    def reference_locks(self, category: str) -> list[dict[str, object]]:
-        """Payloads (blob, sha256, domain) of the category's normal reference photos, at most
-        ``detect_max_references``, in a stable order."""
-        where = Where(must={"category": category, "defect_type": NORMAL_TYPE, "kind": REFERENCE_KINDS})
-        locks = [
-            h.payload for h in self.store.scroll(where, fields=("blob", "sha256", "domain")) if h.payload.get("blob")
-        ]
-        locks.sort(key=lambda p: str(p.get("sha256")))
-        return locks[: self.settings.detect_max_references]
-
-    def domain_of(self, category: str | None) -> tuple[Domain, list[str]]:
-        name = BUILTIN
-        if category:
-            hits = list(self._first(Where(must={"category": category}), ("domain",)))
-            name = str(hits[0].get("domain")) if hits else BUILTIN
-        folders = [f for f in (self.settings.domains_dir, self.settings.kb / "domains") if f is not None]
-        domain, note = load_domain(name, folders)
-        return domain, [note] if note else []
-
-    def _first(self, where: Where, fields: tuple[str, ...]) -> list[dict[str, object]]:
-        for hit in self.store.scroll(where, fields=fields):
-            return [hit.payload]
-        return []
-
-    def defect_types(self, category: str) -> list[str]:
-        keys = self.seeker.centroids.get().keys
-        return sorted({t for _, c, t in keys if c == category})
-
-    def reference_bank(self, category: str) -> MemoryBank | None:
-        """The category's memory bank, built once per set of normal references and cached."""
-        locks = self.reference_locks(category)
-        if not locks:
-            return None
-        digest = hashlib.sha256(
-            "\n".join([BANK_VERSION, self.encoder.identity.name, *(str(p.get("sha256")) for p in locks)]).encode()
-        ).hexdigest()
-        cached = self._banks.get(category)
-        if cached and cached[0] == digest:
-            return cached[1]
-        path = self._bank_path(category)
-        stored = load_arrays(path, digest)
-        bank = MemoryBank.from_arrays(stored) if stored is not None else None
-        if bank is None:
-            images = [load_image(self.blobs.path(str(p["blob"])), self.settings.max_image_pixels) for p in locks]
-            bank = build_bank(self.encoder, images)
-            save_arrays(path, digest, bank.to_arrays())
-        self._banks[category] = (digest, bank)
-        return bank
-
-    def _bank_path(self, category: str) -> Path | None:
-        if self.bank_folder is None:
-            return None
-        safe = hashlib.sha256(f"{category}:{self.encoder.identity.name}".encode()).hexdigest()[:16]
-        return self.bank_folder / f"{safe}.npz"
-
-    def forget_texts(self) -> None:
-        """Drop the cached prompt embeddings (the knowledge base's defect types may have changed)."""
-        self._texts.clear()
-
-    def texts(self, category: str | None, domain: Domain) -> TextPair:
-        key = (domain.name, category or "object")
-        if key not in self._texts:
-            types = self.defect_types(category) if category else []
-            self._texts[key] = text_pair(self.encoder, domain, category or "object", types)
-        return self._texts[key]
-
-    # -- detect --------------------------------------------------------------------------------
     def detect(
         self,
         image: ImageInput,
         category: str | None = None,
         *,
         mode: str = "auto",
+        learned: LearnedPrompts | None = None,
+        learned_name: str | None = None,
+    ) -> Detection:
+        """Detect on one image; without ``category`` the nearest knowledge's category is used."""
+        clock = time.perf_counter()
+        picture = self.load(image)
+        global_key = self.encoder.embed_images([picture])[0]
+        notes: list[str] = []
+        if category is None:
+            category = self.knowledge.infer_category(global_key)
+            if category:
+                notes.append(f"category {category!r} inferred from the nearest knowledge")
+        plan = self.plan(category, mode, learned=learned, learned_name=learned_name)
+        plan.notes[:0] = notes
+        prepared = elapsed_ms(clock)
+        detection = self.run(picture, plan, global_key, name=describe(image))
+        detection.timings_ms = {"prepare": prepared, **detection.timings_ms}
+        return detection
+
+    def load(self, image: ImageInput) -> Image.Image:
+        picture = load_image(image, self.settings.max_image_pixels)
+        width, height = picture.size
+        if min(width, height) < MIN_SIDE:
+            raise InvalidInputError(
+                f"{describe(image)} is {width}x{height}: too small to inspect (at least {MIN_SIDE}x{MIN_SIDE})"
+            )
+        return picture
+
+    def plan(
+        self,
+        category: str | None,
+        mode: str = "auto",
+        *,
         bank: MemoryBank | None = None,
         learned: LearnedPrompts | None = None,
         learned_name: str | None = None,
-        form: str | None = None,
-        with_type: bool = True,
-    ) -> Detection:
+    ) -> DetectionPlan:
+        """Decide the evidence for ``category``: its bank (``bank`` replaces the knowledge base's
+        own, for evaluation shots), zero-shot prompts when the encoder and ``mode`` allow."""
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-        picture = load_image(image, self.settings.max_image_pixels)
-        width, height = picture.size
-        if min(width, height) < 16:
-            raise InvalidInputError(f"{describe(image)} is {width}x{height}: too small to inspect (at least 16x16)")
-        notes: list[str] = []
-        glob: np.ndarray | None = None
-        if category is None and bank is None:
-            glob = self.encoder.embed_images([picture])[0]
-            category = self.infer_category(glob)
-            if category:
-                notes.append(f"category {category!r} inferred from the nearest knowledge")
-        domain, domain_notes = self.domain_of(category) if category else (load_domain(BUILTIN, [])[0], [])
-        notes += domain_notes
+        domain, notes = self.knowledge.domain_of(category)
         use_zero_shot = mode in ("zero-shot", "both") or (
             mode == "auto" and self.encoder.joint_space and self.encoder.has_text
         )
@@ -193,7 +146,7 @@ class Detector:
         if mode == "zero-shot":
             bank = None
         elif bank is None and category is not None:
-            bank = self.reference_bank(category)
+            bank = self.knowledge.reference_bank(category)
         if bank is None and mode in ("references", "both"):
             raise InvalidInputError(
                 f"no normal references for category {category!r} in the knowledge base; ingest photos of good "
@@ -204,102 +157,74 @@ class Detector:
                 f"nothing to detect with: no normal references for category {category!r} and the encoder "
                 f"{self.encoder.identity.name} has no joint text space for zero-shot prompts"
             )
-        timings["prepare"] = elapsed_ms(clock)
-
-        maps: list[np.ndarray] = []
-        scores: list[float] = []
-        calibrated = False
-        clock = time.perf_counter()
-        needs_global = with_type or (bank is not None and bank.calibration is not None)
-        if glob is None and needs_global:
-            glob = self.encoder.embed_images([picture])[0]
-        if bank is not None:
-            distances = score_patches(self.encoder, bank, [picture])[0]
-            c = bank.calibration
-            if c is not None:
-                maps.append(upsample(scale_distances(distances, c.patch_mean, c.patch_threshold), width, height))
-                z = c.image_z(image_score(distances), bank.global_distance(glob) if glob is not None else None)
-                scores.append(float(logistic(z / 3.0)))
-                calibrated = True
-            else:
-                low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
-                maps.append(upsample(scale_distances(distances, low, high), width, height))
-                if not use_zero_shot:  # a raw distance is not a probability: never average it with one
-                    scores.append(image_score(distances))
-                notes.append("one normal reference: no calibrated threshold; add more good images")
-            timings["references"] = elapsed_ms(clock)
-        clock = time.perf_counter()
-        if use_zero_shot:
-            if learned is not None:
-                texts = learned.texts_for(self.encoder.embed_images([picture])[0])
-            else:
-                texts = self.texts(category, domain)
-            grid, score, _ = zero_shot(self.encoder, picture, texts, form or self.settings.detect_map_form)
-            maps.append(upsample(grid, width, height))
-            scores.append(score)
-            calibrated = calibrated or bank is None
-            timings["zero_shot"] = elapsed_ms(clock)
-
-        anomaly_map = np.clip(fuse(maps) if len(maps) > 1 else maps[0], 0.0, 1.0)
-        score = float(np.mean(scores))
-        threshold = self.settings.detect_threshold
-        mask = anomaly_map >= threshold
-        regions = find_regions(anomaly_map, mask)
-        prediction: TypePrediction | None = None
-        if with_type:
-            clock = time.perf_counter()
-            prediction = self.predict_type(glob if glob is not None else picture, category)
-            timings["type"] = elapsed_ms(clock)
-        return Detection(
-            image=describe(image),
+        texts = self.knowledge.texts(category, domain) if use_zero_shot and learned is None else None
+        return DetectionPlan(
             category=category,
-            score=score,
-            threshold=threshold if calibrated else None,
-            is_anomalous=(score >= threshold) if calibrated else None,
-            regions=regions,
+            domain=domain,
+            bank=bank,
+            zero_shot=use_zero_shot,
+            texts=texts,
+            learned=learned,
+            learned_name=learned_name,
+            notes=notes,
+        )
+
+    def run(self, picture: Image.Image, plan: DetectionPlan, global_key: np.ndarray, *, name: str) -> Detection:
+        """The plan's evidence on one loaded image whose global embedding is ``global_key``."""
+        timings: dict[str, float] = {}
+        evidence: list[MapEvidence] = []
+        if plan.bank is not None:
+            clock = time.perf_counter()
+            evidence.append(reference_evidence(self.encoder, plan.bank, picture, global_key, alone=not plan.zero_shot))
+            timings["references"] = elapsed_ms(clock)
+        if plan.zero_shot:
+            clock = time.perf_counter()
+            texts = plan.prompts_for(global_key)
+            evidence.append(zero_shot_evidence(self.encoder, picture, global_key, texts, self.settings.detect_map_form))
+            timings["zero_shot"] = elapsed_ms(clock)
+        threshold = self.settings.detect_threshold
+        found = verdict(
+            evidence, threshold, references_calibrated=evidence[0].calibrated if plan.bank is not None else None
+        )
+        clock = time.perf_counter()
+        prediction = self.types.predict(global_key, category=plan.category)
+        timings["type"] = elapsed_ms(clock)
+        width, height = picture.size
+        return Detection(
+            image=name,
+            category=plan.category,
+            score=found.score,
+            threshold=threshold if found.calibrated else None,
+            is_anomalous=(found.score >= threshold) if found.calibrated else None,
+            regions=found.regions,
             predicted_defect_type=prediction,
             evidence=Evidence(
-                zero_shot=use_zero_shot,
-                references=bank.references if bank is not None else 0,
-                learned_prompts=learned_name,
-                calibrated=calibrated,
-                fusion="mean of the [0, 1] maps and of the image scores" if len(maps) > 1 else None,
-                domain=domain.name,
-                notes=notes,
+                zero_shot=plan.zero_shot,
+                references=plan.bank.references if plan.bank is not None else 0,
+                learned_prompts=plan.learned_name,
+                calibrated=found.calibrated,
+                fusion=found.fusion,
+                domain=plan.domain.name,
+                notes=[*plan.notes, *(n for e in evidence for n in e.notes)],
             ),
             width=width,
             height=height,
-            anomaly_map=anomaly_map,
-            mask=mask,
+            anomaly_map=found.anomaly_map,
+            mask=found.mask,
             timings_ms=timings,
         )
 
-    def focus_for(self, image: ImageInput, category: str | None) -> tuple[np.ndarray, str] | None:
-        """Seek's ``focus`` key: the defect-region embedding of ``image`` and its category, when the
-        (given or inferred) category has normal references; else None."""
-        picture = load_image(image, self.settings.max_image_pixels)
-        category = category or self.infer_category(picture)
-        if category is None or not self.reference_locks(category):
+    def focus_key(self, image: ImageInput, category: str | None) -> np.ndarray | None:
+        """Seek's ``focus`` key: the embedding of the crop around the defect region of ``image``,
+        when the (given or inferred) category has normal references; else None."""
+        picture = self.load(image)
+        global_key = self.encoder.embed_images([picture])[0]
+        category = category or self.knowledge.infer_category(global_key)
+        if category is None or not self.knowledge.reference_locks(category):
             return None
-        det = self.detect(picture, category, mode="references", with_type=False)
-        return self.focus_key(picture, det.anomaly_map, det.regions), category
-
-    def focus_key(self, picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> np.ndarray:
-        """The defect-region key: the embedding of the crop around the strongest region."""
-        return self.encoder.embed_images([focus_crop(picture, anomaly_map, regions)])[0]
-
-    def predict_type(self, image: Image.Image | np.ndarray, category: str | None) -> TypePrediction | None:
-        """The nearest defect-type centroid of the global embedding (given, or of ``image``)."""
-        centroids = self.seeker.centroids.get()
-        if centroids.empty:
-            return None
-        key = image if isinstance(image, np.ndarray) else self.encoder.embed_images([image])[0]
-        return predict_type(centroids, key, category=category)
+        plan = self.plan(category, "references")
+        det = self.run(picture, plan, global_key, name=describe(image))
+        return self.encoder.embed_images([focus_crop(picture, det.anomaly_map, det.regions)])[0]
 
 
-def bank_from_images(encoder: Encoder, images: Sequence[Image.Image]) -> MemoryBank:
-    """A memory bank from explicit normal images (evaluation shots)."""
-    return build_bank(encoder, list(images))
-
-
-__all__ = ["MODES", "Detector", "Mode", "bank_from_images", "focus_crop", "reference_layers"]
+__all__ = ["MODES", "DetectionPlan", "Detector", "focus_crop"]

@@ -22,9 +22,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kbengine.errors import InvalidInputError
-
-BUILTIN = "industrial"
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.vocabulary import DEFAULT_DOMAIN
 
 
 class Domain(BaseModel):
@@ -53,7 +52,7 @@ class Domain(BaseModel):
 
 
 INDUSTRIAL = Domain(
-    name=BUILTIN,
+    name=DEFAULT_DOMAIN,
     normal_states=["{obj}", "flawless {obj}", "perfect {obj}", "unblemished {obj}", "{obj} without flaw",
                    "{obj} without defect", "{obj} without damage"],
     abnormal_states=["damaged {obj}", "broken {obj}", "{obj} with flaw", "{obj} with defect", "{obj} with damage"],
@@ -80,6 +79,6 @@ def load_domain(name: str, folders: list[Path]) -> tuple[Domain, str | None]:
                     return Domain.model_validate({"name": name, **data}), None
                 except (yaml.YAMLError, UnicodeDecodeError, ValidationError, TypeError) as e:
                     raise InvalidInputError(f"domain file {path} is invalid: {e}") from e
-    if name == BUILTIN:
+    if name == DEFAULT_DOMAIN:
         return INDUSTRIAL, None
     return INDUSTRIAL, f"domain {name!r} has no domain file ({name}.yaml); using the industrial prompt words"

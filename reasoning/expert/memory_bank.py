@@ -4,8 +4,7 @@ which is zero-shot only).
 
 Features: the encoder's patch features at ``reference_layers`` (all its patch layers but the
 shallowest: EfficientNet-Lite0 blocks 4, 7 and 10, strides 8, 16 and 16; a ViT's last three
-quarters). Measured on generated tiles, 16 references: blocks 4+7 give image AUROC 0.89, 4+7+10
-0.96 (max score) / 1.00 (top-1% score), pixel AUROC 0.99 either way. Each is averaged over its 3x3 neighbourhood
+quarters; the README has the layer comparison). Each is averaged over its 3x3 neighbourhood
 (local context, tolerance to small shifts), upsampled to the finest grid and concatenated; each
 layer is divided by its mean feature norm over the references first so no layer dominates.
 
@@ -14,12 +13,11 @@ Size: greedy k-center coreset (on a 128-d random projection) keeps at most ``max
 Calibration: with two or more references, up to 16 of them are each scored against the bank
 without the patches they contributed (leave-one-out); the normal patch and image scores give the
 map's scale (the 99.9th percentile of normal patch scores becomes the binarisation threshold) and
-the image threshold (mean + 3 sd of the normal image scores).
+the image score's z statistics (the image threshold is z = 3).
 
 Image level: the local score's z is combined (max) with the z of the image's global embedding
 distance to its nearest reference (leave-one-out statistics), which catches changes spread over
-the whole part. Measured on real texture photos (``benchmarks/real_textures.py``, 16 shots):
-image AUROC 0.826 (local) -> 0.911 (max); unchanged (1.000) on the generated set.
+the whole part (the README has the figures).
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from kbengine.encoders.base import Encoder
+from kbengine.core.encoders.base import Encoder
 from reasoning.expert.anomaly_map import image_score
 
 MAX_PATCHES = 16_384
@@ -50,11 +48,9 @@ def reference_layers(encoder: Encoder) -> tuple[int, ...]:
 @dataclass
 class Calibration:
     patch_mean: float
-    patch_std: float
     patch_threshold: float
     image_mean: float
     image_std: float
-    image_threshold: float
     global_mean: float = 0.0
     global_std: float = 0.0
 
@@ -76,14 +72,14 @@ class MemoryBank:
     layers: tuple[int, ...]
     references: int
     calibration: Calibration | None = None
-    globals: np.ndarray | None = None
+    global_keys: np.ndarray | None = None
     """(n, D) unit global embeddings of the references."""
 
     def global_distance(self, key: np.ndarray) -> float | None:
         """1 - the cosine of ``key`` to the nearest reference's global embedding."""
-        if self.globals is None or not len(self.globals):
+        if self.global_keys is None or not len(self.global_keys):
             return None
-        return float(1.0 - np.max(self.globals @ key))
+        return float(1.0 - np.max(self.global_keys @ key))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         c = self.calibration
@@ -91,11 +87,9 @@ class MemoryBank:
             np.array(
                 [
                     c.patch_mean,
-                    c.patch_std,
                     c.patch_threshold,
                     c.image_mean,
                     c.image_std,
-                    c.image_threshold,
                     c.global_mean,
                     c.global_std,
                 ],
@@ -110,7 +104,7 @@ class MemoryBank:
             "layers": np.array(self.layers, np.int64),
             "references": np.array(self.references),
             "calibration": calib,
-            "globals": self.globals if self.globals is not None else np.zeros((0, 0), np.float32),
+            "global_keys": self.global_keys if self.global_keys is not None else np.zeros((0, 0), np.float32),
         }
 
     @classmethod
@@ -121,8 +115,8 @@ class MemoryBank:
             layer_scale=data["layer_scale"],
             layers=tuple(int(x) for x in data["layers"]),
             references=int(data["references"]),
-            calibration=Calibration(*(float(v) for v in c)) if len(c) == 8 else None,
-            globals=data["globals"] if "globals" in data and data["globals"].size else None,
+            calibration=Calibration(*(float(v) for v in c)) if len(c) == 6 else None,
+            global_keys=data["global_keys"] if "global_keys" in data and data["global_keys"].size else None,
         )
 
 
@@ -198,13 +192,13 @@ def build_bank(
     flat = feats.reshape(-1, feats.shape[-1])
     origin = np.repeat(np.arange(len(references)), feats.shape[1])
     keep = coreset(flat, max_patches, seed)
-    globals_ = encoder.embed_images(list(references))
+    global_keys = encoder.embed_images(list(references))
     bank = MemoryBank(
-        patches=flat[keep], layer_scale=scale, layers=layers, references=len(references), globals=globals_
+        patches=flat[keep], layer_scale=scale, layers=layers, references=len(references), global_keys=global_keys
     )
     if len(references) >= 2:
         bank.calibration = _calibrate(feats, grid, bank.patches, origin[keep])
-        similarity = globals_ @ globals_.T
+        similarity = global_keys @ global_keys.T
         np.fill_diagonal(similarity, -np.inf)
         distances = 1.0 - similarity.max(axis=1)
         bank.calibration.global_mean = float(distances.mean())
@@ -225,11 +219,9 @@ def _calibrate(feats: np.ndarray, grid: tuple[int, int], bank: np.ndarray, origi
     std = float(images.std())
     return Calibration(
         patch_mean=float(patches.mean()),
-        patch_std=float(patches.std()) or 1.0,
         patch_threshold=float(np.quantile(patches, PATCH_QUANTILE)),
         image_mean=float(images.mean()),
         image_std=std,
-        image_threshold=float(images.mean() + 3 * max(std, 1e-6)),
     )
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kbengine.images import ImageInput, load_image
-from kbengine.schemas import Detection
+from kbengine.core.images import ImageInput, load_image
+from kbengine.core.schemas import Detection
 
 
 def jet(values: np.ndarray) -> np.ndarray:

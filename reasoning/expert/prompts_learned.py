@@ -20,20 +20,16 @@ hold only the learned prompts; move the CLIP model to a device yourself.
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FORMAT", "PLACEHOLDER", "PromptLearner", "text_features_from_tokens"]
+__all__ = ["PLACEHOLDER", "PromptLearner", "text_features_from_tokens"]
 
 PLACEHOLDER = "X"
-FORMAT = "kbengine.prompt_learner"
 DEFAULT_WORDS = ("object.", "damaged object.")
 
 
@@ -193,7 +189,6 @@ class PromptLearner(nn.Module):
         deep_len: int = 4,
         ctx_init: str | None = None,
         words: tuple[str, str] = DEFAULT_WORDS,
-        model_name: str | None = None,
     ) -> None:
         super().__init__()
         if n_ctx < 1:
@@ -211,7 +206,6 @@ class PromptLearner(nn.Module):
         self.deep_layers: tuple[int, ...] = tuple(layers)
         self.deep_len = int(deep_len) if layers else 0
         self.words = (str(words[0]), str(words[1]))
-        self.model_name = model_name or ""
         self.width = tower.width
 
         placeholder = " ".join([PLACEHOLDER] * self.n_ctx)
@@ -237,12 +231,6 @@ class PromptLearner(nn.Module):
         self.deep = nn.ParameterDict(
             {str(layer): nn.Parameter(torch.randn(self.deep_len, self.width, device=device) * 0.02) for layer in layers}
         )
-
-    @classmethod
-    def from_encoder(cls, encoder: Any, **kwargs: Any) -> PromptLearner:
-        """A learner for an :class:`~kbengine.encoders.openclip.OpenClipEncoder` (its model, tokenizer, name)."""
-        kwargs.setdefault("model_name", getattr(getattr(encoder, "identity", None), "name", None))
-        return cls(encoder.model, encoder.tokenizer, **kwargs)
 
     def _phrase_context(self, tokenizer: Callable[..., Tensor], tower: _TextTower, phrase: str, ids: Tensor) -> Tensor:
         phrase_ids = _tokens(tokenizer, [f"{phrase} {w}" for w in self.words]).to(ids.device)
@@ -277,67 +265,6 @@ class PromptLearner(nn.Module):
 
     def forward(self) -> Tensor:
         return self.encode()
-
-    def metadata(self) -> dict[str, str]:
-        return {
-            "format": FORMAT,
-            "version": "1",
-            "n_ctx": str(self.n_ctx),
-            "width": str(self.width),
-            "deep_layers": json.dumps(list(self.deep_layers)),
-            "deep_len": str(self.deep_len),
-            "words": json.dumps(list(self.words)),
-            "model": self.model_name,
-        }
-
-    def save(self, path: str | Path) -> Path:
-        """Write the learned prompts to a safetensors file with their configuration as metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata=self.metadata())
-        return path
-
-    def load(self, path: str | Path) -> PromptLearner:
-        """Load prompts saved by :meth:`save`; ValueError when they do not fit this learner / model."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        if meta.get("format", FORMAT) != FORMAT:
-            raise ValueError(f"{path} is not a prompt-learner file (format {meta.get('format')!r})")
-        saved = load_file(str(path))
-        own = self.state_dict()
-        problems: list[str] = []
-        for key in ("n_ctx", "width", "deep_len"):
-            if key in meta and meta[key] != str(getattr(self, key)):
-                problems.append(f"{key} {meta[key]} (this learner: {getattr(self, key)})")
-        if "deep_layers" in meta and json.loads(meta["deep_layers"]) != list(self.deep_layers):
-            problems.append(f"deep_layers {meta['deep_layers']} (this learner: {list(self.deep_layers)})")
-        missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-        if missing or extra:
-            problems.append(f"missing tensors {missing}, unexpected tensors {extra}")
-        for key in sorted(set(own) & set(saved)):
-            if saved[key].shape != own[key].shape:
-                problems.append(f"{key} has shape {tuple(saved[key].shape)}, expected {tuple(own[key].shape)}")
-        if problems:
-            name = f" ({meta.get('model')})" if meta.get("model") else ""
-            raise ValueError(f"the prompts in {path}{name} do not fit this model/learner: " + "; ".join(problems))
-        if meta.get("model") and self.model_name and meta["model"] != self.model_name:
-            warnings.warn(
-                f"{path} was trained for {meta['model']}, loading it into a learner for {self.model_name}",
-                stacklevel=2,
-            )
-        if "words" in meta and json.loads(meta["words"]) != list(self.words):
-            warnings.warn(
-                f"{path} was trained with the words {meta['words']}, this learner uses {self.words}", stacklevel=2
-            )
-        self.load_state_dict(saved)
-        return self
 
     def extra_repr(self) -> str:
         return (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from kbengine.schemas import Region
+from kbengine.core.schemas import Region
 
 MIN_AREA_FRACTION = 0.0005
 MAX_REGIONS = 10

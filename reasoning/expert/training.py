@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from kbengine.datasets import DatasetImage, mvtec_images
-from kbengine.encoders.base import Encoder
-from kbengine.errors import InvalidInputError
-from kbengine.images import load_image
+from kbengine.core.datasets import DatasetImage, mvtec_images
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.images import load_image
 from reasoning.expert.hsp import SparsePrompt
 from reasoning.expert.prompts_learned import PromptLearner, text_features_from_tokens
 from reasoning.expert.zero_shot import TextPair, require_joint
@@ -183,12 +183,12 @@ def train_prompts(
             images = [load_image(b.path) for b in batch]
             with torch.no_grad():
                 patches = encoder.patch_features(images, layers, local=True)
-                glob = torch.from_numpy(encoder.embed_images(images))
-            texts = model.text_features(glob)  # (B, 2, D)
+                global_keys = torch.from_numpy(encoder.embed_images(images))
+            texts = model.text_features(global_keys)  # (B, 2, D)
             grid = patches[layers[0]].shape[1:3]
             target = torch.from_numpy(np.stack([_mask(b, (grid[1], grid[0])) for b in batch]))
             labels = torch.tensor([0 if b.is_normal else 1 for b in batch])
-            loss = F.cross_entropy(100.0 * torch.einsum("bd,bkd->bk", glob, texts), labels)
+            loss = F.cross_entropy(100.0 * torch.einsum("bd,bkd->bk", global_keys, texts), labels)
             for layer in layers:
                 tokens = F.normalize(torch.from_numpy(patches[layer]), dim=-1)  # (B, h, w, D)
                 logits = 100.0 * torch.einsum("bhwd,bkd->bkhw", tokens, texts)

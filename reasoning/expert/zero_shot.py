@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from kbengine.encoders.base import Encoder, l2_normalise
-from kbengine.errors import InvalidInputError
+from kbengine.core.encoders.base import Encoder, l2_normalise
+from kbengine.core.errors import InvalidInputError
 from reasoning.expert.anomaly_map import image_score, zero_shot_map
 from reasoning.expert.domains import Domain
 
@@ -58,14 +58,13 @@ def text_pair(encoder: Encoder, domain: Domain, category: str, defect_types: Seq
 
 
 def zero_shot(
-    encoder: Encoder, image: Image.Image, texts: TextPair, form: str = "ratio"
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """(h, w) map in [0, 1], the image score and the global embedding."""
+    encoder: Encoder, image: Image.Image, global_key: np.ndarray, texts: TextPair, form: str = "ratio"
+) -> tuple[np.ndarray, float]:
+    """(h, w) map in [0, 1] and the image score; ``global_key`` is the image's global embedding."""
     layers = encoder.patch_layers
     tokens = encoder.patch_features([image], layers, local=True)
     maps = [zero_shot_map(tokens[layer][0], texts.normal, texts.abnormal, form) for layer in layers]
     grid = np.mean(np.stack(maps), axis=0)
-    glob = encoder.embed_images([image])[0]
-    logits = 100.0 * np.array([glob @ texts.normal, glob @ texts.abnormal])
+    logits = 100.0 * np.array([global_key @ texts.normal, global_key @ texts.abnormal])
     p_abnormal = float(1.0 / (1.0 + np.exp(logits[0] - logits[1])))
-    return grid, (p_abnormal + image_score(grid)) / 2, glob
+    return grid, (p_abnormal + image_score(grid)) / 2

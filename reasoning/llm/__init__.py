@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kbengine.errors import InvalidInputError
-from kbengine.settings import Settings
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.settings import Settings
 from reasoning.llm.base import LLM, Message, Part, Stream
 
 BACKENDS = ("none", "openai", "hf")

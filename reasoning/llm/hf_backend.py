@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from kbengine.errors import InvalidInputError, LLMError, MissingDependencyError
+from kbengine.core.errors import InvalidInputError, LLMError, MissingDependencyError
 from reasoning.llm.base import Message, Stream
 
 if TYPE_CHECKING:
-    from kbengine.settings import Settings
+    from kbengine.core.settings import Settings
 
 DEFAULT_REPO = "Qwen/Qwen2.5-VL-3B-Instruct"
 _WEIGHT_FILES = (

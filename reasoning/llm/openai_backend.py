@@ -1,7 +1,7 @@
 """The ``openai`` backend: any OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama, OpenAI).
 
 Messages go out as ``{"role", "content": [parts]}`` with images as PNG data URLs, in part order.
-Every failure is an :class:`~kbengine.errors.LLMError` whose message says what to do; 5xx replies,
+Every failure is an :class:`~kbengine.core.errors.LLMError` whose message says what to do; 5xx replies,
 timeouts and connection errors are retried with exponential backoff.
 """
 
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 from PIL import Image
 
-from kbengine.errors import LLMError
+from kbengine.core.errors import LLMError
 from reasoning.llm.base import Message, Part, Stream
 
 if TYPE_CHECKING:
-    from kbengine.settings import Settings
+    from kbengine.core.settings import Settings
 
 _PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}
 _SNIPPET = 300

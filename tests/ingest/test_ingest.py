@@ -17,9 +17,9 @@ import yaml
 from PIL import Image
 
 from kbengine import synth
-from kbengine.errors import EncoderMismatchError, InvalidInputError
+from kbengine.core.errors import EncoderMismatchError, InvalidInputError
+from kbengine.core.settings import Settings
 from kbengine.facade import KnowledgeBase
-from kbengine.settings import Settings
 
 
 def _ids(kb: KnowledgeBase) -> set[str]:

@@ -8,17 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from kbengine import synth
 from kbengine.cli import app
-from kbengine.encoders.base import Encoder
-from kbengine.errors import InvalidInputError
-from kbengine.evaluation import eval_mmad
-from kbengine.settings import Settings
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.schemas import Answer
+from kbengine.core.settings import Settings
+from kbengine.evaluation.mmad.run import eval_mmad
+from kbengine.evaluation.reports import MMADEvalReport
 from reasoning.llm.base import Message
-from reasoning.mmad import MMADEvalReport
 from tests.conftest import open_kb
 
 SIZE = 224
@@ -202,5 +202,7 @@ def test_cli_ask_streams_the_report(ask_kb, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "Defect: yes" in result.output and "Type: missing" in result.output
     data = CliRunner().invoke(app, ["ask", str(image), "What is it?", "--kb", str(ask_kb), "--json", "--no-expert"])
-    assert data.exit_code == 0 and json.loads(data.stdout)["detection"] is None
-    assert Image.open(image).size == (SIZE, SIZE)
+    assert data.exit_code == 0, data.output
+    answer = Answer.model_validate_json(data.stdout)
+    assert answer.detection is None and answer.question == "What is it?" and answer.hits
+    assert answer.hits[0].category == "disc"  # the knowledge of the part shown, cited

@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 
 from kbengine import synth
 from kbengine.cli import app
-from kbengine.encoders.base import Encoder
-from kbengine.errors import InvalidInputError
-from kbengine.evaluation import eval_zsad
-from kbengine.schemas import Detection, ZsadReport
-from kbengine.settings import Settings
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.schemas import Detection
+from kbengine.core.settings import Settings
+from kbengine.evaluation.reports import ZsadReport
+from kbengine.evaluation.zsad import eval_zsad
 from reasoning.expert.domains import INDUSTRIAL, load_domain
 from reasoning.expert.metrics import auroc
 from reasoning.expert.regions import location_phrase
@@ -98,7 +99,7 @@ def test_zero_shot_on_a_tiny_clip(tmp_path, tiny_clip, material):
         kb.ingest([material["documents"]])
         both = kb.detect(synth.sample("tile", "crack", 5, 64)[0], "tile")
         zero = kb.detect(synth.sample("tile", "crack", 5, 64)[0], "tile", mode="zero-shot")
-        softmax_types = kb.detector.texts("tile", INDUSTRIAL).types
+        softmax_types = kb.detector.knowledge.texts("tile", INDUSTRIAL).types
     assert both.evidence.zero_shot and both.evidence.references == 1 and both.evidence.fusion
     assert zero.evidence.zero_shot and zero.evidence.references == 0 and zero.is_anomalous is not None
     assert zero.anomaly_map.shape == (64, 64) and np.isfinite(zero.anomaly_map).all()

@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from transformers.utils import logging as hf_logging
 
-from kbengine.errors import InvalidInputError, LLMError
-from kbengine.settings import Settings
+from kbengine.core.errors import InvalidInputError, LLMError
+from kbengine.core.settings import Settings
 from reasoning.llm.base import Message, Part
 from reasoning.llm.hf_backend import HFChat, count_image_placeholders, render_prompt
 
@@ -439,9 +439,9 @@ def test_a_hub_layout_folder_loads_and_answers_the_same(model_dirs: dict[str, Pa
 def test_ask_through_the_hf_backend_sends_every_image_in_order(
     chat: HFChat, model_dirs: dict[str, Path], material: dict[str, Path], packaged: Any, tmp_path: Path
 ) -> None:
+    from kbengine.core.images import load_image
+    from kbengine.core.store import get_store
     from kbengine.facade import KnowledgeBase
-    from kbengine.images import load_image
-    from kbengine.store import get_store
     from reasoning.prompt import seek_messages
 
     config = Settings(kb=tmp_path / "kb", llm_max_new_tokens=4)

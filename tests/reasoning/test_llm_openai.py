@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from kbengine.errors import LLMError
-from kbengine.settings import Settings
+from kbengine.core.errors import LLMError
+from kbengine.core.settings import Settings
 from reasoning.llm.base import Message, Part
 from reasoning.llm.openai_backend import OpenAIChat, png_data_url, to_openai_messages
 

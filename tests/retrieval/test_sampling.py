@@ -153,14 +153,22 @@ def test_selection_properties(scores, k, strategy, seed):
 
 
 def test_fusion_credits_a_document_every_pipeline_found():
-    from kbengine.store.base import Hit
+    from kbengine.core.schemas import KnowledgeDocument, LockPayload
+    from kbengine.core.store import Hit
     from retrieval.candidates import DocCandidate, LockHit, Pipeline, fuse
+
+    def lock(name: str, kind: str) -> LockPayload:
+        document = KnowledgeDocument(doc_id=name, domain="d", category="c", defect_type="t", title=name, source="s")
+        return LockPayload.of(document, kind=kind, source="s", source_sha="f", sha256=name, encoder="e", locator=kind)  # type: ignore[arg-type]
 
     def doc(name: str, image: float, text: float | None = None) -> DocCandidate:
         d = DocCandidate(doc_id=name)
-        d.best["image>image"] = LockHit(Hit(id=name, score=image, payload={}), "image>image", "image")
+        d.best["image>image"] = LockHit(
+            Hit(id=name, score=image, payload={}), lock(name, "image"), "image>image", "image"
+        )
         if text is not None:
-            d.best["text>text"] = LockHit(Hit(id=name + "t", score=text, payload={}), "text>text", "text")
+            hit = Hit(id=name + "t", score=text, payload={})
+            d.best["text>text"] = LockHit(hit, lock(name, "text"), "text>text", "text")
         return d
 
     key = np.zeros(2, np.float32)

@@ -4,7 +4,6 @@ the server code path, errors that say what to do."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +13,10 @@ from typer.testing import CliRunner
 
 from kbengine import synth
 from kbengine.cli import app
-from kbengine.encoders.base import Encoder
-from kbengine.errors import EmptyKnowledgeBaseError, InvalidInputError
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
+from kbengine.core.schemas import SeekResult
 from kbengine.facade import KnowledgeBase
-from kbengine.schemas import SeekResult
 from tests.conftest import SMALL, open_kb
 
 QUERIES = [(c, t, 5000 + i) for c, types in SMALL.items() for t in types for i in range(3)]
@@ -67,7 +66,7 @@ def test_hits_carry_the_document_and_why(kb):
     for hit in result.hits:
         assert hit.cluster is not None and hit.cluster_weight == pytest.approx(d.clusters[hit.cluster].kde_weight)
     assert {"embed", "search", "sample"} <= set(d.timings_ms)
-    json.loads(result.model_dump_json())
+    assert SeekResult.model_validate_json(result.model_dump_json()) == result  # the --json form loses nothing
 
 
 def test_predicted_defect_type_is_the_nearest_centroid(kb):

@@ -1,0 +1,6 @@
+"""``python -m kbengine``: the same as the ``kbengine`` command."""
+
+from kbengine.cli import run
+
+if __name__ == "__main__":
+    run()

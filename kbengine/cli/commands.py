@@ -1,0 +1,224 @@
+"""The commands on one knowledge base: ingest, info, seek, detect, ask, train-prompts, demo."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kbengine.cli import options
+from kbengine.cli.app import app
+from kbengine.cli.rendering import (
+    out,
+    print_answer_footer,
+    print_demo,
+    print_detection,
+    print_info,
+    print_report,
+    print_seek,
+    progress_bar,
+    show,
+)
+from kbengine.core.errors import EmptyKnowledgeBaseError
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="PDFs, document folders, image folders, MVTec datasets.")],
+    domain: Annotated[str | None, typer.Option(help="Domain of everything ingested (default: industrial).")] = None,
+    category: Annotated[str | None, typer.Option(help="Category for all documents (overrides cards/headings).")] = None,
+    defect_type: Annotated[str | None, typer.Option(help="Defect type for all documents.")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first file that fails.")] = False,
+    kb_dir: options.KbDir = None,
+    url: options.Url = None,
+    collection: options.Collection = None,
+    encoder: options.Encoder = None,
+    as_json: options.Json = False,
+) -> None:
+    """Ingest knowledge documents. Exit code 0 when everything went in, 1 when some files failed."""
+    with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection, encoder=encoder)) as kb:
+        bar, update = progress_bar("ingesting")
+        with bar:
+            report = kb.ingest(
+                paths, domain=domain, category=category, defect_type=defect_type, strict=strict, progress=update
+            )
+    show(report, as_json, print_report)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@app.command()
+def info(
+    kb_dir: options.KbDir = None,
+    url: options.Url = None,
+    collection: options.Collection = None,
+    as_json: options.Json = False,
+) -> None:
+    """What the knowledge base holds: documents and locks per category and defect type."""
+    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
+    if not settings.qdrant_url and not (settings.kb / "qdrant").exists():
+        raise EmptyKnowledgeBaseError(
+            f"no knowledge base at {settings.kb}; create one with: kbengine ingest PATH --kb {settings.kb}"
+        )
+    with options.open_kb(settings) as kb:
+        result = kb.info()
+    show(result, as_json, print_info)
+
+
+@app.command()
+def seek(
+    image: Annotated[Path, typer.Argument(help="The query image (a photo of the part).")],
+    k: options.K = 5,
+    strategy: options.Strategy = "kde",
+    category: Annotated[str | None, typer.Option(help="Only knowledge of this category.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only knowledge of this domain.")] = None,
+    defect_type: Annotated[str | None, typer.Option(help="Only knowledge of this defect type.")] = None,
+    text: Annotated[str | None, typer.Option(help="A text query to combine with the image (hybrid).")] = None,
+    include_normal: Annotated[
+        bool, typer.Option(help="Also return normal ('good') references (left out by default).")
+    ] = False,
+    candidates: Annotated[
+        int | None, typer.Option(min=1, help="Candidate locks per pipeline, M (default 256).")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw scores, mixture, KDE and the taken candidates to this file.")
+    ] = None,
+    focus: Annotated[
+        bool | None,
+        typer.Option("--focus/--no-focus", help="Add the AD Expert's defect-region key (needs normal references)."),
+    ] = None,
+    kb_dir: options.KbDir = None,
+    url: options.Url = None,
+    collection: options.Collection = None,
+    as_json: options.Json = False,
+) -> None:
+    """Q2K RAG: the knowledge documents that explain this image, and why they were chosen."""
+    if plot is not None:
+        from retrieval.plot import check_plot_path
+
+        check_plot_path(plot)
+    with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection)) as kb:
+        result = kb.seek(
+            image,
+            k=k,
+            strategy=strategy,
+            category=category,
+            text=text,
+            domain=domain,
+            defect_type=defect_type,
+            include_normal=include_normal,
+            candidates=candidates,
+            focus=focus,
+        )
+    if plot is not None:
+        from retrieval.plot import plot_seek
+
+        plot_seek(result, plot)
+    show(result, as_json, print_seek)
+    if plot is not None and not as_json:
+        out.print(f"plot written to {plot}")
+
+
+@app.command()
+def detect(
+    image: Annotated[Path, typer.Argument(help="The image to inspect.")],
+    category: Annotated[
+        str | None, typer.Option(help="The part's category (default: the nearest knowledge's).")
+    ] = None,
+    mode: options.Mode = "auto",
+    prompts: options.Prompts = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write a heatmap overlay with region boxes here.")
+    ] = None,
+    kb_dir: options.KbDir = None,
+    url: options.Url = None,
+    collection: options.Collection = None,
+    as_json: options.Json = False,
+) -> None:
+    """AD Expert: anomaly score, map, regions and defect type of one image."""
+    with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection)) as kb:
+        result = kb.detect(image, category, mode=mode, prompts=prompts)
+    if out_path is not None:
+        from reasoning.expert.overlay import write_overlay
+
+        write_overlay(image, result, out_path)
+    show(result, as_json, print_detection)
+    if out_path is not None and not as_json:
+        out.print(f"overlay written to {out_path}")
+
+
+@app.command()
+def ask(
+    image: Annotated[Path, typer.Argument(help="The image to ask about.")],
+    question: Annotated[str, typer.Argument(help="The question, e.g. 'Is there a defect? What type, where?'")],
+    llm: options.Llm = None,
+    llm_url: options.LlmUrl = None,
+    model: options.Model = None,
+    setting: options.Setting = "seek",
+    knowledge: Annotated[bool, typer.Option("--knowledge/--no-knowledge", help="Send retrieved knowledge.")] = True,
+    expert: Annotated[bool, typer.Option("--expert/--no-expert", help="Send the AD Expert's findings.")] = True,
+    category: Annotated[str | None, typer.Option(help="The part's category (default: inferred).")] = None,
+    kb_dir: options.KbDir = None,
+    url: options.Url = None,
+    collection: options.Collection = None,
+    as_json: options.Json = False,
+) -> None:
+    """Answer a question about an image from the plant's knowledge and the AD Expert (streamed)."""
+    settings = options.settings_for(
+        kb_dir=kb_dir, url=url, collection=collection, llm=llm, llm_url=llm_url, model=model
+    )
+    with options.open_kb(settings) as kb:
+        stream = None if as_json else (lambda piece: out.print(piece, end="", highlight=False, markup=False))
+        answer = kb.ask(
+            image, question, setting=setting, knowledge=knowledge, expert=expert, category=category, stream=stream
+        )
+    show(answer, as_json, print_answer_footer)
+
+
+@app.command("train-prompts")
+def train_prompts_command(
+    dataset: Annotated[Path, typer.Argument(help="An MVTec-layout dataset with masks to train on.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the prompts (safetensors).")] = Path(
+        "prompts.safetensors"
+    ),
+    epochs: Annotated[int, typer.Option(min=1)] = 2,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    limit: Annotated[int | None, typer.Option(min=1, help="Train on at most this many images.")] = None,
+    kb_dir: options.KbDir = None,
+    encoder: options.Encoder = None,
+) -> None:
+    """Learn object-agnostic prompts with hierarchical sparse prompts (HSP) for zero-shot detection."""
+    from reasoning.expert.training import train_prompts
+    from reasoning.expert.zero_shot import require_joint
+
+    with options.open_kb(options.settings_for(kb_dir=kb_dir, encoder=encoder)) as kb:
+        require_joint(kb.encoder)
+        result = train_prompts(
+            kb.encoder,
+            dataset,
+            out_path,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            limit=limit,
+            log=lambda line: out.print(line, highlight=False),
+        )
+    out.print(f"prompts written to {result['out']} (load them with --prompts)")
+
+
+@app.command()
+def demo(
+    folder: Annotated[
+        Path | None, typer.Argument(help="Where to write the demo (default: a temporary folder).")
+    ] = None,
+    encoder: options.Encoder = None,
+    as_json: options.Json = False,
+) -> None:
+    """Build a demo knowledge base from generated material, ingest it and show what it holds."""
+    from kbengine.demo import run_demo
+
+    root = folder or Path(tempfile.mkdtemp(prefix="kbengine-demo-"))
+    result = run_demo(root, options.settings_for(encoder=encoder), say=(lambda s: None) if as_json else out.print)
+    show(result, as_json, print_demo)

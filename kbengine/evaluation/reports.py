@@ -1,0 +1,78 @@
+"""What the evaluations report: seek accuracy, detection metrics, the MMAD score table."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from kbengine.evaluation.mmad.scoring import MMADScore
+
+
+class SeekEvalRow(BaseModel):
+    category: str
+    queries: int
+    top1: float = Field(description="Right (category, defect type) document ranked first.")
+    top3: float
+    category_top1: float
+    category_top3: float
+    type_accuracy: float | None = Field(None, description="predicted_defect_type right (leave-one-out centroids).")
+
+
+class SeekEvalQuery(BaseModel):
+    path: str
+    category: str
+    defect_type: str
+    retrieved: list[str] = Field(description="'category/defect_type' of the hits, in rank order.")
+    predicted_type: str | None = None
+
+
+class SeekEvalReport(BaseModel):
+    """``kbengine eval seek``: seek accuracy on an MVTec-layout dataset (the paper's 83%)."""
+
+    dataset: str
+    knowledge: str = Field(description="'leave-one-out' or the knowledge base used.")
+    strategy: str
+    k: int
+    rows: list[SeekEvalRow]
+    overall: SeekEvalRow
+    queries: list[SeekEvalQuery] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ZsadRow(BaseModel):
+    category: str
+    images: int
+    defective: int
+    image_auroc: float | None = None
+    image_ap: float | None = None
+    image_f1_max: float | None = None
+    pixel_auroc: float | None = None
+    pixel_aupro: float | None = None
+    pixel_f1_max: float | None = None
+
+
+class ZsadReport(BaseModel):
+    """``kbengine eval zsad``: detection metrics per category and their mean."""
+
+    dataset: str
+    mode: str
+    shots: int
+    encoder: str
+    prompts: str | None = None
+    rows: list[ZsadRow]
+    mean: ZsadRow
+    seconds: float = 0.0
+    ms_per_image: float = 0.0
+
+
+class MMADEvalReport(BaseModel):
+    """``kbengine eval mmad``: the score table and where the per-question records are."""
+
+    file: str
+    images: str
+    setting: str
+    llm: str
+    questions: int
+    resumed: int = Field(description="Questions already answered in the records file (not asked again).")
+    records: str
+    score: MMADScore
+    seconds: float = 0.0

@@ -1,0 +1,139 @@
+"""``kbengine eval zsad``: detection metrics per category of an MVTec-layout dataset.
+
+Every test image of each category is scored by the AD Expert; the normal references are the
+first ``shots`` images of the category's ``train/good`` (0 = pure zero-shot), so the dataset's own
+test images never enter a memory bank. Metrics come from ``reasoning.expert.metrics`` (image
+AUROC/AP/F1-max; pixel AUROC/AUPRO at FPR 0.3/F1-max on images that have masks).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from kbengine.core.datasets import DatasetImage, mvtec_images
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.images import load_image
+from kbengine.core.settings import Settings
+from kbengine.evaluation.progress import Progress
+from kbengine.evaluation.reports import ZsadReport, ZsadRow
+from kbengine.facade import KnowledgeBase
+from reasoning.expert.memory_bank import build_bank
+from reasoning.expert.metrics import image_metrics, pixel_metrics
+from reasoning.expert.training import load_learned_texts
+
+METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max")
+
+
+def eval_zsad(
+    dataset: Path,
+    settings: Settings,
+    *,
+    mode: str = "auto",
+    shots: int = 16,
+    prompts: Path | None = None,
+    categories: list[str] | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> ZsadReport:
+    """Detection metrics per category of an MVTec-layout dataset, and their mean."""
+    if shots < 0:
+        raise InvalidInputError(f"shots must be 0 or more, got {shots}")
+    if shots == 0 and mode in ("references", "both"):
+        raise InvalidInputError(f"--mode {mode} needs normal references: give --shots N (N >= 1)")
+    if shots == 0 and mode == "auto":
+        mode = "zero-shot"
+    by_category: dict[str, list[DatasetImage]] = defaultdict(list)
+    for item in mvtec_images(dataset, categories=categories):
+        by_category[item.category].append(item)
+    tests = {c: [i for i in group if i.split == "test"][: limit or None] for c, group in by_category.items()}
+    total = sum(len(t) for t in tests.values())
+    folder = Path(tempfile.mkdtemp(prefix="kbengine-zsad-"))
+    started = time.perf_counter()
+    rows: list[ZsadRow] = []
+    done = 0
+    try:
+        local = settings.model_copy(update={"kb": folder / "kb", "qdrant_url": None, "cache_dir": folder / "cache"})
+        with KnowledgeBase.open(settings=local) as kb:
+            learned = load_learned_texts(kb.encoder, prompts) if prompts is not None else None
+            detector = kb.detector
+            for category in sorted(by_category):
+                if not tests[category]:
+                    continue
+                normals = [i for i in by_category[category] if i.split == "train" and i.is_normal][:shots]
+                if mode == "zero-shot":
+                    normals = []
+                elif shots and not normals:
+                    raise InvalidInputError(f"{category} has no train/good images to take {shots} reference(s) from")
+                bank = build_bank(kb.encoder, [load_image(n.path) for n in normals]) if normals else None
+                plan = detector.plan(
+                    category, mode, bank=bank, learned=learned, learned_name=str(prompts) if prompts else None
+                )
+                scores: list[float] = []
+                labels: list[int] = []
+                maps: list[np.ndarray] = []
+                masks: list[np.ndarray] = []
+                for item in tests[category]:
+                    if progress:
+                        progress(done, total, str(item.path))
+                    picture = detector.load(item.path)
+                    det = detector.run(picture, plan, kb.encoder.embed_images([picture])[0], name=str(item.path))
+                    scores.append(det.score)
+                    labels.append(0 if item.is_normal else 1)
+                    if (item.is_normal or item.mask is not None) and (
+                        not maps or maps[0].shape == det.anomaly_map.shape
+                    ):
+                        maps.append(det.anomaly_map)
+                        masks.append(_mask(item, det.width, det.height))
+                    done += 1
+                rows.append(zsad_row(category, scores, labels, maps, masks))
+            encoder_name = kb.encoder.identity.name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if not rows:
+        raise InvalidInputError(f"{dataset} has no test images to evaluate")
+    seconds = time.perf_counter() - started
+    return ZsadReport(
+        dataset=str(dataset),
+        mode=mode,
+        shots=shots,
+        encoder=encoder_name,
+        prompts=str(prompts) if prompts else None,
+        rows=rows,
+        mean=mean_row(rows),
+        seconds=round(seconds, 2),
+        ms_per_image=round(1000 * seconds / max(done, 1), 1),
+    )
+
+
+def _mask(item: DatasetImage, width: int, height: int) -> np.ndarray:
+    """The item's ground-truth mask at (height, width); all False for a normal image."""
+    if item.mask is None:
+        return np.zeros((height, width), bool)
+    return np.asarray(Image.open(item.mask).convert("L").resize((width, height))) > 127
+
+
+def zsad_row(
+    category: str, scores: list[float], labels: list[int], maps: list[np.ndarray], masks: list[np.ndarray]
+) -> ZsadRow:
+    """One category's metrics (image ones when both labels occur, pixel ones when masks do)."""
+    row = ZsadRow(category=category, images=len(scores), defective=sum(labels))
+    if 0 < sum(labels) < len(labels):
+        row = row.model_copy(update=image_metrics(np.array(labels), np.array(scores)))
+    if masks and any(m.any() for m in masks) and any((~m).any() for m in masks):
+        row = row.model_copy(update=pixel_metrics(np.stack(masks), np.stack(maps)))
+    return row
+
+
+def mean_row(rows: list[ZsadRow]) -> ZsadRow:
+    mean = ZsadRow(category="mean", images=sum(r.images for r in rows), defective=sum(r.defective for r in rows))
+    for name in METRICS:
+        values = [getattr(r, name) for r in rows if getattr(r, name) is not None]
+        setattr(mean, name, sum(values) / len(values) if values else None)
+    return mean

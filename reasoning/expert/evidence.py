@@ -1,0 +1,93 @@
+"""The AD Expert's evidence for one image, each kind a [0, 1] map at image resolution (0.5 = its
+own decision threshold) and an image score, and the verdict that fuses them.
+
+- ``references``: nearest-normal-patch distances against the category's memory bank, scaled by
+  the bank's leave-one-out calibration; the image score is the logistic of the image z (the larger
+  of the local score's and the global embedding's, ``Calibration.image_z``) over 3.
+- ``zero_shot``: the eq. 2 map of CLIP patch tokens against the prompt pair.
+- the verdict: the mean of the maps and of the scores (``anomaly_map.fuse``), binarised at the
+  settings' threshold, with regions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.schemas import Region
+from reasoning.expert.anomaly_map import fuse, image_score, logistic, scale_distances, upsample
+from reasoning.expert.memory_bank import MemoryBank, score_patches
+from reasoning.expert.regions import find_regions
+from reasoning.expert.zero_shot import TextPair, zero_shot
+
+FUSION_RULE = "mean of the [0, 1] maps and of the image scores"
+
+
+@dataclass
+class MapEvidence:
+    anomaly_map: np.ndarray
+    """(height, width) float32 in [0, 1]."""
+    score: float | None
+    """The image score in [0, 1]; None when it is a raw distance that must not be averaged."""
+    calibrated: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def reference_evidence(
+    encoder: Encoder, bank: MemoryBank, picture: Image.Image, global_key: np.ndarray, *, alone: bool
+) -> MapEvidence:
+    """Evidence from normal references. ``alone``: no other evidence will be fused, so an
+    uncalibrated (one-reference) raw score may stand as the image score."""
+    width, height = picture.size
+    distances = score_patches(encoder, bank, [picture])[0]
+    c = bank.calibration
+    if c is not None:
+        z = c.image_z(image_score(distances), bank.global_distance(global_key))
+        scaled = scale_distances(distances, c.patch_mean, c.patch_threshold)
+        return MapEvidence(upsample(scaled, width, height), float(logistic(z / 3.0)), calibrated=True)
+    low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
+    return MapEvidence(
+        upsample(scale_distances(distances, low, high), width, height),
+        image_score(distances) if alone else None,  # a raw distance is not a probability: never average it
+        calibrated=False,
+        notes=["one normal reference: no calibrated threshold; add more good images"],
+    )
+
+
+def zero_shot_evidence(
+    encoder: Encoder, picture: Image.Image, global_key: np.ndarray, texts: TextPair, form: str
+) -> MapEvidence:
+    """Evidence from CLIP prompts; its scale is the prompts' own, so it counts as calibrated."""
+    grid, score = zero_shot(encoder, picture, global_key, texts, form)
+    return MapEvidence(upsample(grid, *picture.size), score, calibrated=True)
+
+
+@dataclass
+class Verdict:
+    anomaly_map: np.ndarray
+    mask: np.ndarray
+    regions: list[Region]
+    score: float
+    calibrated: bool
+    fusion: str | None
+
+
+def verdict(evidence: list[MapEvidence], threshold: float, *, references_calibrated: bool | None) -> Verdict:
+    """Fuse the evidence. ``references_calibrated``: whether reference evidence (when there is
+    any, else None) carried a calibration; zero-shot evidence calibrates only on its own."""
+    maps = [e.anomaly_map for e in evidence]
+    anomaly_map = np.clip(fuse(maps) if len(maps) > 1 else maps[0], 0.0, 1.0)
+    scores = [e.score for e in evidence if e.score is not None]
+    calibrated = bool(references_calibrated) if references_calibrated is not None else True
+    mask = anomaly_map >= threshold
+    return Verdict(
+        anomaly_map=anomaly_map,
+        mask=mask,
+        regions=find_regions(anomaly_map, mask),
+        score=float(np.mean(scores)),
+        calibrated=calibrated,
+        fusion=FUSION_RULE if len(maps) > 1 else None,
+    )

@@ -28,10 +28,11 @@ def one(encoder_name: str, refs: list[int], images: int) -> dict[str, object]:
     from PIL import Image
 
     from kbengine import synth
+    from kbengine.core.banks.memory_bank import build_bank
+    from kbengine.core.banks.references import ReferenceBank
     from kbengine.core.settings import Settings
     from kbengine.facade import KnowledgeBase
     from reasoning.expert.detector import DetectionPlan
-    from reasoning.expert.memory_bank import build_bank
 
     settings = Settings(encoder="packaged")
     if encoder_name != "packaged":
@@ -48,11 +49,10 @@ def one(encoder_name: str, refs: list[int], images: int) -> dict[str, object]:
                 start = time.perf_counter()
                 bank = build_bank(kb.encoder, normals[:n])
                 build = time.perf_counter() - start
-                plan = detector.plan("tile", "references", bank=bank)
+                plan = detector.plan("tile", "references", bank=ReferenceBank("tile", f"bench:{n}", bank))
 
                 def once(image: Image.Image, plan: DetectionPlan = plan) -> None:
-                    picture = detector.load(image)
-                    detector.run(picture, plan, kb.encoder.embed_images([picture])[0], name="benchmark")
+                    detector.run(detector.load(image), plan)
 
                 once(queries[0])  # warm up
                 times = []

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ingest.discover import Skipped, discover
+from ingest.regions import update_regions
 from ingest.units import NAMESPACE, LockItem, Overrides, SourceUnit, lock_id, lock_sha
-from kbengine.core.blobs import BlobStore
+from kbengine.core.banks.references import ReferenceBanks
+from kbengine.core.banks.region import region_dim
 from kbengine.core.encoders import Encoder
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.schemas import SOURCE_KIND, FileFailure, IngestReport, LockPayload, SourceMarker, SourceReport
@@ -47,10 +49,11 @@ class _StopIngest(Exception):
 class Ingestor:
     """Writes knowledge into the store. One instance per knowledge base."""
 
-    def __init__(self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings) -> None:
+    def __init__(self, store: Store, encoder: Encoder, banks: ReferenceBanks, settings: Settings) -> None:
         self.store = store
         self.encoder = encoder
-        self.blobs = blobs
+        self.banks = banks
+        self.blobs = banks.blobs
         self.settings = settings
         self.batch_size = settings.batch_size
 
@@ -63,7 +66,7 @@ class Ingestor:
     ) -> IngestReport:
         started = time.perf_counter()
         overrides = overrides or Overrides()
-        self.store.ensure_collection(self.encoder.identity)
+        self.store.ensure_collection(self.encoder.identity, region_dim(self.encoder))
         report = IngestReport(encoder=self.encoder.identity.name)
         options = overrides.model_dump_json() + f"|chunk={self.settings.text_chunk_chars}"
         found = list(discover([Path(p) for p in paths], overrides, self.settings))
@@ -72,17 +75,19 @@ class Ingestor:
         self._report = report
         self._docs: set[str] = set()
         try:
-            for done, entry in enumerate(found):
-                if progress:
-                    progress(done, len(found), entry.path if isinstance(entry, Skipped) else entry.key)
-                if isinstance(entry, Skipped):
-                    self._skipped(entry, strict)
-                else:
-                    self._unit(entry, options, strict)
-            self._flush()
-        except _StopIngest:
-            self._pending = [(f, item) for f, item in self._pending if not f.failed]
-            self._flush()
+            try:
+                for done, entry in enumerate(found):
+                    if progress:
+                        progress(done, len(found), entry.path if isinstance(entry, Skipped) else entry.key)
+                    if isinstance(entry, Skipped):
+                        self._skipped(entry, strict)
+                    else:
+                        self._unit(entry, options, strict)
+                self._flush()
+            except _StopIngest:
+                self._pending = [(f, item) for f, item in self._pending if not f.failed]
+                self._flush()
+            self._regions(progress)
         finally:
             self.store.finish_writes()
             if progress:
@@ -92,6 +97,19 @@ class Ingestor:
             first = report.failed[0]
             raise InvalidInputError(f"stopped at the first failure (--strict): {first.path}: {first.reason}")
         return report
+
+    def _regions(self, progress: Progress | None) -> None:
+        """Region locks up to date with the normal references (see ``ingest.regions``)."""
+        meta = self.store.read_meta()
+        if meta is not None and not meta.region_dim:
+            self._report.notes.append(
+                "this knowledge base was made before region locks: ingest into a new one to seek by defect region"
+            )
+            return
+        update = update_regions(self.store, self.banks, progress)
+        self._report.regions_added = update.added
+        self._report.regions_removed = update.removed
+        self._report.without_references = update.without_references
 
     # -- per unit -------------------------------------------------------------------------
     def _skipped(self, entry: Skipped, strict: bool) -> None:

@@ -28,9 +28,11 @@ from kbengine.core.schemas import (
 )
 from kbengine.core.settings import Settings
 from kbengine.core.store import Store, Where, get_store
-from kbengine.core.vocabulary import normalise_name
+from kbengine.core.vocabulary import NORMAL_TYPE, normalise_name
 
 if TYPE_CHECKING:
+    from kbengine.core.banks.references import ReferenceBanks
+    from kbengine.core.query import Query
     from reasoning.asker import Asker
     from reasoning.expert.detector import Detector
     from reasoning.llm.base import LLM
@@ -52,6 +54,7 @@ class KnowledgeBase:
         blob_root = settings.blob_dir or (settings.kb / "blobs")
         self.blobs = BlobStore(Path(blob_root))
         self._types: TypeService | None = None
+        self._banks: ReferenceBanks | None = None
         self._seeker: Seeker | None = None
         self._detector: Detector | None = None
         self._asker: Asker | None = None
@@ -110,7 +113,7 @@ class KnowledgeBase:
         from ingest import Ingestor, Overrides
 
         items: Iterable[str | Path] = [paths] if isinstance(paths, str | Path) else paths
-        ingestor = Ingestor(self.store, self.encoder, self.blobs, self.settings)
+        ingestor = Ingestor(self.store, self.encoder, self.banks, self.settings)
         options = Overrides(domain=domain, category=category, defect_type=defect_type)
         report = ingestor.ingest(items, options, strict=strict, progress=progress)
         self.identity = self.encoder.identity
@@ -119,6 +122,22 @@ class KnowledgeBase:
         if self._detector is not None:
             self._detector.knowledge.forget_texts()
         return report
+
+    @property
+    def banks(self) -> ReferenceBanks:
+        """The categories' normal-reference memory banks (cached) that ingest, seek and detect share."""
+        if self._banks is None:
+            from kbengine.core.banks.references import ReferenceBanks
+
+            self._banks = ReferenceBanks(self.store, self.encoder, self.blobs, self.settings)
+        return self._banks
+
+    def query(self, image: ImageInput | Query) -> Query:
+        """``image`` as a query: pass it to several calls (``seek``, ``detect``, ``ask``) and the
+        photo is decoded, embedded and scored against its category's references once."""
+        from kbengine.core.query import Query
+
+        return Query.of(image, self.encoder, self.settings.max_image_pixels)
 
     @property
     def types(self) -> TypeService:
@@ -135,7 +154,7 @@ class KnowledgeBase:
         if self._seeker is None:
             from retrieval import Seeker
 
-            self._seeker = Seeker(self.store, self.encoder, self.blobs, self.settings, self.types)
+            self._seeker = Seeker(self.store, self.encoder, self.banks, self.settings, self.types)
         return self._seeker
 
     @property
@@ -145,13 +164,13 @@ class KnowledgeBase:
             from reasoning.expert.detector import Detector
             from reasoning.expert.knowledge import ExpertKnowledge
 
-            knowledge = ExpertKnowledge(self.store, self.encoder, self.blobs, self.settings, self.types)
+            knowledge = ExpertKnowledge(self.store, self.encoder, self.banks, self.settings, self.types)
             self._detector = Detector(self.encoder, knowledge, self.types, self.settings)
         return self._detector
 
     def detect(
         self,
-        image: ImageInput,
+        image: ImageInput | Query,
         category: str | None = None,
         *,
         mode: str = "auto",
@@ -169,7 +188,7 @@ class KnowledgeBase:
 
     def ask(
         self,
-        image: ImageInput,
+        image: ImageInput | Query,
         question: str,
         llm: LLM | str | None = None,
         *,
@@ -209,7 +228,7 @@ class KnowledgeBase:
 
     def seek(
         self,
-        image: ImageInput,
+        image: ImageInput | Query,
         k: int = 5,
         strategy: str = "kde",
         category: str | None = None,
@@ -222,22 +241,28 @@ class KnowledgeBase:
         exclude_sources: Sequence[str] = (),
         seed: int | None = None,
         focus: bool | None = None,
+        key: str = "auto",
     ) -> SeekResult:
         """Q2K RAG: the ``k`` knowledge documents for ``image`` (strategy ``kde``, ``topk`` or
         ``mmr``), optionally filtered and with a text query; see :mod:`retrieval`.
+
+        ``key``: ``auto`` fuses the global embedding with the region key (the defect's region
+        against the category's normal references) when the category has them; ``global`` or
+        ``region`` use one alone (see :class:`retrieval.seeker.Seeker`).
 
         ``focus=True``: the AD Expert finds the defect region (normal references of the category,
         given or inferred, are needed) and its crop's embedding becomes a second key and the key of
         the type prediction. Off by default (the README has the measurements)."""
         category = normalise_name(category) if category else None
         defect_type = normalise_name(defect_type) if defect_type else None
-        focus_key = self.detector.focus_key(image, category) if focus else None
+        query = self.query(image)
+        focus_key = self.detector.focus_key(query, category) if focus else None
         if focus and focus_key is None:
             raise InvalidInputError(
                 "focus needs normal references of the part's category in the knowledge base; none found"
             )
         return self.seeker.seek(
-            image,
+            query,
             k,
             strategy,
             category=category,
@@ -249,6 +274,7 @@ class KnowledgeBase:
             exclude_sources=exclude_sources,
             seed=seed,
             focus_key=focus_key,
+            key=key,
         )
 
     def info(self) -> KBInfo:
@@ -257,9 +283,13 @@ class KnowledgeBase:
         docs: dict[tuple[str, str], set[str]] = defaultdict(set)
         all_docs: set[str] = set()
         domains: set[str] = set()
+        with_examples: set[str] = set()
+        with_references: set[str] = set()
         locks = 0
         for hit in self.store.scroll(fields=LockLabel.fields()):
             label = LockLabel.read(hit.payload)
+            if label.kind in ("image", "figure"):
+                (with_references if label.defect_type == NORMAL_TYPE else with_examples).add(label.category)
             key = (label.category, label.defect_type)
             entry = entries.setdefault(key, CategoryInfo(category=key[0], defect_type=key[1]))
             entry.locks[label.kind] = entry.locks.get(label.kind, 0) + 1
@@ -270,6 +300,7 @@ class KnowledgeBase:
         for key, entry in entries.items():
             entry.documents = len(docs[key])
         identity = self.identity
+        meta = self.store.read_meta()
         return KBInfo(
             location=self.store.location,
             store=self.store.kind,
@@ -282,6 +313,8 @@ class KnowledgeBase:
             sources=self.store.count(Where.of(kind=SOURCE_KIND)),
             domains=sorted(domains),
             entries=sorted(entries.values(), key=lambda e: (e.category, e.defect_type)),
+            region_locks=bool(meta and meta.region_dim),
+            without_references=sorted(with_examples - with_references),
         )
 
     def close(self) -> None:

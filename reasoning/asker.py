@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -17,6 +16,7 @@ from PIL import Image
 from kbengine.core.cache import elapsed_ms
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import ImageInput, describe, load_image
+from kbengine.core.query import Query
 from kbengine.core.schemas import Answer, Detection, PromptPart, SeekHit
 from kbengine.core.settings import Settings
 from reasoning.answers import parse_answer
@@ -88,7 +88,7 @@ class Asker:
 
     def ask(
         self,
-        image: ImageInput,
+        image: ImageInput | Query,
         question: str,
         *,
         llm: LLM | None = None,
@@ -107,22 +107,22 @@ class Asker:
             raise InvalidInputError("the question is empty")
         timings: dict[str, float] = {}
         notes: list[str] = []
-        query = load_image(image, self.settings.max_image_pixels)
-        query_path = str(image) if isinstance(image, str | Path) else None
+        photo = Query.of(image, self.detector.encoder, self.settings.max_image_pixels)
+        query, query_path = photo.picture, photo.path
         detection: Detection | None = None
         hits: list[SeekHit] = []
         if setting == "seek" and expert:
             clock = time.perf_counter()
             try:
-                detection = self.detector.detect(query, category)
+                detection = self.detector.detect(photo, category)
             except InvalidInputError as e:
                 notes.append(f"no AD Expert findings: {e}")
             timings["expert"] = elapsed_ms(clock)
         if setting == "seek" and knowledge:
             clock = time.perf_counter()
             where = category or (detection.category if detection else None)
-            hits = self.seeker.seek(query, k=k, category=where).hits
-            hits += self._documented(query, hits, detection, where)
+            hits = self.seeker.seek(photo, k=k, category=where).hits
+            hits += self._documented(photo, hits, detection, where)
             timings["knowledge"] = elapsed_ms(clock)
         clock = time.perf_counter()
         tokens = self.settings.llm_max_new_tokens
@@ -140,7 +140,7 @@ class Asker:
                 stream=stream,
             )
         else:
-            picture, path = self._template(template, category, query) if llm is not None else (None, None)
+            picture, path = self._template(template, category, photo) if llm is not None else (None, None)
             if llm is not None and picture is None:
                 notes.append("no normal reference of this category to use as the template")
             text, choice, prompt, name = ask_vanilla(
@@ -162,7 +162,7 @@ class Asker:
         )
 
     def _documented(
-        self, query: Image.Image, hits: list[SeekHit], detection: Detection | None, category: str | None
+        self, query: Query, hits: list[SeekHit], detection: Detection | None, category: str | None
     ) -> list[SeekHit]:
         """When the expert names a defect type and no retrieved document of that type carries text,
         the best-matching documented one of that type (so the answer can cite its causes)."""
@@ -177,18 +177,16 @@ class Asker:
         return [h.model_copy(update={"rank": len(hits) + 1}) for h in found[:1]]
 
     def _template(
-        self, template: ImageInput | None, category: str | None, query: Image.Image
+        self, template: ImageInput | None, category: str | None, query: Query
     ) -> tuple[Image.Image | None, str | None]:
         """The vanilla template: the one given, else a normal reference of the category (inferred
         from the query when not given)."""
         if template is not None:
             return load_image(template), describe(template)
-        knowledge = self.detector.knowledge
-        if category is None:
-            category = knowledge.infer_category(self.detector.encoder.embed_images([query])[0])
-        if category:
-            locks = knowledge.reference_locks(category)
-            if locks:
-                path = knowledge.reference_path(locks[0])
-                return load_image(path), str(path)
+        banks = self.detector.knowledge.banks
+        category = category or banks.category_of(query.global_key)
+        references = banks.references(category) if category else []
+        if references:
+            path = banks.path_of(references[0])
+            return load_image(path), str(path)
         return None, None

@@ -7,6 +7,9 @@ Pipelines (the paper's "textual and visual retrieval pipelines"):
 - ``image>text``: the same key against the text locks, when the encoder is a joint space (CLIP).
 - ``text>text``: the user's text query against the text locks, when one is given.
 - ``text>image``: the text query against the image locks, when the encoder is a joint space.
+- ``region>region``: the query's region key (its anomalous region against its category's normal
+  references, ``kbengine.core.banks.region``) against the region locks of that category, when the
+  category has normal references; weight ``REGION_WEIGHT`` (2) in the fusion.
 - ``focus>image``: the embedding of the query's defect region (a crop the AD Expert picks) against
   the image locks, when the caller gives one (``kb.seek(focus=...)``).
 
@@ -21,7 +24,7 @@ fused score is that cosine. With several, cosines of different pipelines are not
 (CLIP image-text cosines sit near 0.3, image-image near 0.8), so each pipeline's document scores
 are standardised over its own candidates (z-scores; a document the pipeline did not return counts
 one standard deviation below its lowest candidate, so any match beats none), and the fused score
-is their mean. A
+is their weighted mean (weight 1, the region pipeline 2: measured, the README has the table). A
 document matching both the picture and the words thus ranks above one matching only one of them.
 """
 
@@ -42,6 +45,10 @@ class Pipeline:
     name: str
     vector: str
     key: np.ndarray
+    weight: float = 1.0
+    """Its share in the fused score (see the module docstring)."""
+    where: Where | None = None
+    """Its own filter, in place of the query's (the region pipeline searches one category)."""
 
 
 @dataclass
@@ -123,7 +130,7 @@ def gather(
     locks: dict[str, int] = {}
     per_pipeline_docs: dict[str, int] = {}
     for pipeline in pipelines:
-        hits = search_pipeline(store, pipeline, where, limit, want_documents, with_vector)
+        hits = search_pipeline(store, pipeline, pipeline.where or where, limit, want_documents, with_vector)
         locks[pipeline.name] = len(hits)
         seen: set[str] = set()
         for found in hits:
@@ -157,12 +164,14 @@ def fuse(documents: list[DocCandidate], pipelines: list[Pipeline]) -> None:
             d.fused = d.top.hit.score
         return
     total = np.zeros(len(documents))
+    weights = 0.0
     for p in active:
         raw = np.array([d.best[p.name].hit.score if p.name in d.best else np.nan for d in documents])
         present = np.isfinite(raw)
         mean, std = raw[present].mean(), raw[present].std()
         z = (raw - mean) / std if std > 1e-12 else np.where(present, 0.0, np.nan)
         floor = (np.nanmin(z) if present.any() else 0.0) - 1.0
-        total += np.where(present, z, floor)
-    for d, value in zip(documents, total / len(active), strict=True):
+        total += p.weight * np.where(present, z, floor)
+        weights += p.weight
+    for d, value in zip(documents, total / weights, strict=True):
         d.fused = float(value)

@@ -32,8 +32,12 @@ TypeKey = tuple[str, str, str]
 """(domain, category, defect type)."""
 EXAMPLE_KINDS = ("image", "figure")
 FALLBACK_KINDS = ("page",)
+REGION_KINDS = ("region",)
 CACHE_NAME = "type-centroids.npz"
 RANKING_SIZE = 5
+REGION_WEIGHT = 2.0
+"""Weight of the region centroids' standardised similarity against the global ones' (1) in a fused
+type prediction; the same rule as seek's fusion of the region and image pipelines."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ class TypeCentroids:
             i = index.get(key)
             if i is None or not np.all(np.isfinite(vector)) or not np.any(vector):
                 continue
-            if kind not in (*EXAMPLE_KINDS, *FALLBACK_KINDS) or (kind in FALLBACK_KINDS) != bool(pages[i]):
+            if kind not in (*EXAMPLE_KINDS, *FALLBACK_KINDS, *REGION_KINDS) or (kind in FALLBACK_KINDS) != bool(
+                pages[i]
+            ):
                 continue
             sums[i] -= l2_normalise(vector[None])[0]
             counts[i] -= 1
@@ -106,6 +112,76 @@ def compute_centroids(store: Store) -> TypeCentroids:
     )
 
 
+def compute_region_centroids(store: Store) -> TypeCentroids:
+    """Per type, the sum of its defect examples' region vectors (``ingest.regions``)."""
+    sums: dict[TypeKey, np.ndarray] = {}
+    counts: dict[TypeKey, int] = {}
+    where = Where.of(kind=REGION_KINDS).excluding(defect_type=(NORMAL_TYPE, UNSPECIFIED_TYPE))
+    for hit in store.scroll(where, fields=LockLabel.fields(), vector="region"):
+        if hit.vector is None or not np.all(np.isfinite(hit.vector)) or not np.any(hit.vector):
+            continue
+        key = LockLabel.read(hit.payload).type_key
+        vector = l2_normalise(hit.vector[None])[0].astype(np.float64)
+        sums[key] = sums[key] + vector if key in sums else vector
+        counts[key] = counts.get(key, 0) + 1
+    keys = sorted(sums)
+    if not keys:
+        return TypeCentroids([], np.zeros((0, 0)), np.zeros(0, np.int64))
+    return TypeCentroids(keys, np.stack([sums[k] for k in keys]), np.array([counts[k] for k in keys], np.int64))
+
+
+def _similarities(
+    centroids: TypeCentroids, key: np.ndarray, domain: str | None, category: str | None
+) -> dict[TypeKey, tuple[float, int]]:
+    """Cosine of ``key`` to each qualifying centroid, with its example count."""
+    rows = [
+        i
+        for i, (d, c, _) in enumerate(centroids.keys)
+        if centroids.counts[i] > 0 and (domain is None or d == domain) and (category is None or c == category)
+    ]
+    if not rows or not np.all(np.isfinite(key)):
+        return {}
+    similarity = l2_normalise(centroids.sums[rows]) @ l2_normalise(np.asarray(key, np.float32)[None])[0]
+    return {centroids.keys[r]: (float(s), int(centroids.counts[r])) for r, s in zip(rows, similarity, strict=True)}
+
+
+def _prediction(scores: dict[TypeKey, tuple[float, int]], key_name: str) -> TypePrediction | None:
+    if not scores:
+        return None
+    order = sorted(scores, key=lambda k: (-scores[k][0], k))
+    ranking = [
+        TypeScore(category=k[1], defect_type=k[2], similarity=scores[k][0], examples=scores[k][1])
+        for k in order[:RANKING_SIZE]
+    ]
+    best = ranking[0]
+    return TypePrediction(
+        category=best.category,
+        defect_type=best.defect_type,
+        similarity=best.similarity,
+        margin=best.similarity - ranking[1].similarity if len(ranking) > 1 else None,
+        ranking=ranking,
+        key=key_name,
+    )
+
+
+def fuse_type_scores(
+    image: dict[TypeKey, tuple[float, int]], region: dict[TypeKey, tuple[float, int]]
+) -> dict[TypeKey, tuple[float, int]]:
+    """The types both keys score, each similarity standardised over those types, combined as the
+    ``REGION_WEIGHT``-weighted mean (region) with the image's (weight 1)."""
+    shared = sorted(set(image) & set(region))
+    if not shared:
+        return region
+
+    def z(values: np.ndarray) -> np.ndarray:
+        spread = values.std()
+        return (values - values.mean()) / spread if spread > 1e-12 else np.zeros_like(values)
+
+    fused = REGION_WEIGHT * z(np.array([region[k][0] for k in shared])) + z(np.array([image[k][0] for k in shared]))
+    fused /= REGION_WEIGHT + 1.0
+    return {k: (float(v), region[k][1]) for k, v in zip(shared, fused, strict=True)}
+
+
 def predict_type(
     centroids: TypeCentroids,
     key: np.ndarray,
@@ -115,33 +191,7 @@ def predict_type(
 ) -> TypePrediction | None:
     """The nearest centroid (cosine) among those of ``domain``/``category`` (all when None), with
     its margin over the runner-up. None when no centroid qualifies."""
-    rows = [
-        i
-        for i, (d, c, _) in enumerate(centroids.keys)
-        if centroids.counts[i] > 0 and (domain is None or d == domain) and (category is None or c == category)
-    ]
-    if not rows or not np.all(np.isfinite(key)):
-        return None
-    means = l2_normalise(centroids.sums[rows])
-    similarity = means @ l2_normalise(np.asarray(key, np.float32)[None])[0]
-    order = np.argsort(-similarity, kind="stable")
-    ranking = [
-        TypeScore(
-            category=centroids.keys[rows[i]][1],
-            defect_type=centroids.keys[rows[i]][2],
-            similarity=float(similarity[i]),
-            examples=int(centroids.counts[rows[i]]),
-        )
-        for i in order[:RANKING_SIZE]
-    ]
-    best = ranking[0]
-    return TypePrediction(
-        category=best.category,
-        defect_type=best.defect_type,
-        similarity=best.similarity,
-        margin=best.similarity - ranking[1].similarity if len(ranking) > 1 else None,
-        ranking=ranking,
-    )
+    return _prediction(_similarities(centroids, key, domain, category), "global")
 
 
 class TypeService:
@@ -154,9 +204,17 @@ class TypeService:
         self.folder = folder
         self.encoder = encoder
         self._centroids: TypeCentroids | None = None
+        self._regions: TypeCentroids | None = None
 
     def invalidate(self) -> None:
         self._centroids = None
+        self._regions = None
+
+    def regions(self) -> TypeCentroids:
+        """Centroids of the region locks (in memory, renewed by :meth:`invalidate`)."""
+        if self._regions is None:
+            self._regions = compute_region_centroids(self.store)
+        return self._regions
 
     def get(self) -> TypeCentroids:
         if self._centroids is None:
@@ -174,23 +232,34 @@ class TypeService:
         domain: str | None = None,
         category: str | None = None,
         exclude_sources: Sequence[str] = (),
+        region_key: np.ndarray | None = None,
+        region_category: str | None = None,
     ) -> TypePrediction | None:
-        """The nearest defect-type centroid of ``key``; ``exclude_sources`` leaves those files'
-        examples out of their centroids (leave-one-out evaluation)."""
-        centroids = self.get()
-        if centroids.empty:
-            return None
-        if exclude_sources:
-            left_out = [
-                (label.type_key, label.kind, h.vector)
-                for h in self.store.scroll(
-                    Where.of(source=tuple(exclude_sources)), fields=LockLabel.fields(), vector="image"
-                )
-                if h.vector is not None
-                for label in (LockLabel.read(h.payload),)
-            ]
-            centroids = centroids.without(left_out)
-        return predict_type(centroids, key, domain=domain, category=category)
+        """The nearest defect-type centroid of the global ``key``; with a ``region_key`` (of
+        ``region_category``), the fused prediction of region and global centroids of that
+        category (``fuse_type_scores``). ``exclude_sources`` leaves those files' examples out of
+        their centroids (leave-one-out evaluation)."""
+        centroids = self._left_out(self.get(), exclude_sources, "image")
+        if region_key is None or region_category is None or (category and category != region_category):
+            return predict_type(centroids, key, domain=domain, category=category)
+        regions = self._left_out(self.regions(), exclude_sources, "region")
+        by_region = _similarities(regions, region_key, domain, region_category)
+        if not by_region:
+            return predict_type(centroids, key, domain=domain, category=category)
+        by_image = _similarities(centroids, key, domain, region_category)
+        return _prediction(fuse_type_scores(by_image, by_region), "region+global")
+
+    def _left_out(self, centroids: TypeCentroids, sources: Sequence[str], vector: str) -> TypeCentroids:
+        if centroids.empty or not sources:
+            return centroids
+        found = self.store.scroll(Where.of(source=tuple(sources)), fields=LockLabel.fields(), vector=vector)
+        left_out = [
+            (label.type_key, label.kind, h.vector)
+            for h in found
+            if h.vector is not None
+            for label in (LockLabel.read(h.payload),)
+        ]
+        return centroids.without(left_out)
 
     def _load_or_compute(self) -> TypeCentroids:
         if self.folder is None:

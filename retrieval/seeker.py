@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 
-from kbengine.core.blobs import BlobStore
+from kbengine.core.banks.references import ReferenceBanks
 from kbengine.core.cache import elapsed_ms
 from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
-from kbengine.core.images import ImageInput, describe, load_image
+from kbengine.core.images import ImageInput
+from kbengine.core.query import Query
 from kbengine.core.schemas import (
     ClusterStat,
     LockMatch,
     LockPayload,
     PipelineStat,
+    RegionKeyStat,
     SeekDiagnostics,
     SeekHit,
     SeekResult,
@@ -36,22 +39,39 @@ from retrieval.candidates import Candidates, DocCandidate, LockHit, Pipeline, ga
 from retrieval.centroids import TypeService
 from retrieval.sampling import STRATEGIES, Selection, Strategy, select
 
+KEYS = ("auto", "global", "region")
+REGION_WEIGHT = 2.0
+"""The region pipeline's weight in the fusion (the others weigh 1): measured, the README has the table."""
+
+
+@dataclass(frozen=True)
+class RegionKey:
+    """The query's region key, or why there is none."""
+
+    key: np.ndarray | None
+    note: str | None
+    category: str | None = None
+    inferred: bool = False
+    where: Where | None = None
+    references: int = 0
+
 
 class Seeker:
     """Seeks knowledge in one knowledge base (the facade holds one; ``KnowledgeBase.seek``)."""
 
     def __init__(
-        self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings, types: TypeService
+        self, store: Store, encoder: Encoder, banks: ReferenceBanks, settings: Settings, types: TypeService
     ) -> None:
         self.store = store
         self.encoder = encoder
-        self.blobs = blobs
+        self.banks = banks
+        self.blobs = banks.blobs
         self.settings = settings
         self.types = types
 
     def seek(
         self,
-        image: ImageInput,
+        image: ImageInput | Query,
         k: int = 5,
         strategy: str = "kde",
         *,
@@ -64,10 +84,17 @@ class Seeker:
         exclude_sources: Sequence[str] = (),
         seed: int | None = None,
         focus_key: np.ndarray | None = None,
+        key: str = "auto",
     ) -> SeekResult:
-        """Rank the knowledge documents for ``image`` (and ``text``, when given). ``focus_key``, an
-        embedding of the image's defect region (the AD Expert's), adds the ``focus>image`` pipeline
-        and is the key of the defect-type prediction."""
+        """Rank the knowledge documents for ``image`` (and ``text``, when given).
+
+        ``key``: ``auto`` (default) searches with the global embedding and, when the category (given,
+        else the nearest knowledge's) has normal references and region locks, with the region key
+        too, fused; ``global`` only the former; ``region`` only the latter (an error when there is
+        none). ``focus_key``, an embedding of the image's defect region crop (the AD Expert's), adds
+        the ``focus>image`` pipeline and is the key of the defect-type prediction."""
+        if key not in KEYS:
+            raise InvalidInputError(f"unknown key {key!r}; choose one of {', '.join(KEYS)}")
         if k < 1:
             raise InvalidInputError(f"k must be at least 1, got {k}")
         if strategy not in STRATEGIES:
@@ -86,14 +113,23 @@ class Seeker:
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
-        key = self._image_key(image)
-        pipelines = self._pipelines(key, text)
+        query = Query.of(image, self.encoder, self.settings.max_image_pixels)
+        global_key = self._image_key(query)
+        pipelines = self._pipelines(global_key, text) if key != "region" else self._pipelines(None, text)
         if focus_key is not None:
             pipelines.insert(1, Pipeline("focus>image", "image", np.asarray(focus_key, np.float32)))
         timings["embed"] = elapsed_ms(clock)
 
         clock = time.perf_counter()
         where = self._where(domain, category, defect_type, include_normal, exclude_sources)
+        region = self._region(query, category, where) if key != "global" else RegionKey(None, "not asked for")
+        if region.key is not None:
+            pipelines.insert(0, Pipeline("region>region", "region", region.key, REGION_WEIGHT, region.where))
+        elif key == "region":
+            raise InvalidInputError(f"no region key for {query.name}: {region.note}")
+        timings["region"] = elapsed_ms(clock)
+
+        clock = time.perf_counter()
         found = gather(
             self.store,
             pipelines,
@@ -120,17 +156,24 @@ class Seeker:
         timings["sample"] = elapsed_ms(clock)
 
         clock = time.perf_counter()
-        hits = [self._hit(rank, docs[i], selection, key) for rank, i in enumerate(selection.indices.tolist(), 1)]
+        hits = [self._hit(rank, docs[i], selection, global_key) for rank, i in enumerate(selection.indices.tolist(), 1)]
         timings["hits"] = elapsed_ms(clock)
 
         clock = time.perf_counter()
-        type_key = focus_key if focus_key is not None else key
-        prediction = self.types.predict(type_key, domain=domain, category=category, exclude_sources=exclude_sources)
+        type_key = focus_key if focus_key is not None else global_key
+        prediction = self.types.predict(
+            type_key,
+            domain=domain,
+            category=category,
+            exclude_sources=exclude_sources,
+            region_key=region.key if focus_key is None else None,
+            region_category=region.category,
+        )
         timings["type"] = elapsed_ms(clock)
 
         filters = {n: v for n, v in (("domain", domain), ("category", category), ("defect_type", defect_type)) if v}
         return SeekResult(
-            query=describe(image),
+            query=query.name,
             text=text,
             strategy=strategy,
             k=k,
@@ -139,26 +182,45 @@ class Seeker:
             encoder=self.encoder.identity.name,
             hits=hits,
             predicted_defect_type=prediction,
-            diagnostics=self._diagnostics(found, pipelines, docs, scores, selection, seed, timings),
+            diagnostics=self._diagnostics(found, pipelines, docs, scores, selection, seed, timings, region),
             note=self._note(hits, k, filters, selection),
         )
 
     # -- keys and pipelines --------------------------------------------------------------------
-    def _image_key(self, image: ImageInput) -> np.ndarray:
-        picture = load_image(image, self.settings.max_image_pixels)
-        key = self.encoder.embed_images([picture])[0]
+    def _image_key(self, query: Query) -> np.ndarray:
+        key = query.global_key
         if not np.all(np.isfinite(key)) or not np.any(key):
             raise InvalidInputError(
-                f"the encoder gave a zero or non-finite embedding for {describe(image)}; the image "
+                f"the encoder gave a zero or non-finite embedding for {query.name}; the image "
                 "cannot be compared with the knowledge"
             )
         return key
 
-    def _pipelines(self, key: np.ndarray, text: str | None) -> list[Pipeline]:
+    def _region(self, query: Query, category: str | None, where: Where) -> RegionKey:
+        """The query's region key against its category's bank (the category given, else the
+        nearest knowledge's), when that category has normal references and region locks."""
+        meta = self.store.read_meta()
+        if meta is None or not meta.region_dim:
+            return RegionKey(None, "the knowledge base has no region locks (made before them)")
+        inferred = category is None
+        category = category or self.banks.category_of(query.global_key)
+        if category is None:
+            return RegionKey(None, "no category to compare with")
+        narrowed = where.narrowed(category=category, kind="region")
+        if self.store.count(Where.of(category=category, kind="region")) == 0:
+            return RegionKey(None, f"category {category!r} has no region locks", category, inferred)
+        bank = self.banks.get(category)
+        if bank is None:
+            return RegionKey(None, f"category {category!r} has no normal references", category, inferred)
+        return RegionKey(query.region_key(bank), None, category, inferred, narrowed, bank.bank.references)
+
+    def _pipelines(self, key: np.ndarray | None, text: str | None) -> list[Pipeline]:
         identity = self.encoder.identity
         joint = identity.joint_space and identity.text_dim is not None
-        pipelines = [Pipeline("image>image", "image", key)]
-        if joint:
+        pipelines = []
+        if key is not None:
+            pipelines.append(Pipeline("image>image", "image", key))
+        if key is not None and joint:
             pipelines.append(Pipeline("image>text", "text", key))
         if text is not None:
             if not self.encoder.has_text or identity.text_dim is None:
@@ -243,6 +305,7 @@ class Seeker:
         selection: Selection,
         seed: int,
         timings: dict[str, float],
+        region: RegionKey,
     ) -> SeekDiagnostics:
         order = selection.considered
         fit = selection.fit
@@ -266,6 +329,7 @@ class Seeker:
                 PipelineStat(
                     name=p.name,
                     vector=p.vector,
+                    weight=p.weight,
                     locks=found.locks_per_pipeline.get(p.name, 0),
                     documents=found.documents_per_pipeline.get(p.name, 0),
                 )
@@ -282,6 +346,13 @@ class Seeker:
             kde_bandwidth=selection.bandwidth,
             seed=seed,
             timings_ms=timings,
+            region=RegionKeyStat(
+                used=region.key is not None,
+                category=region.category,
+                category_inferred=region.inferred,
+                references=region.references,
+                note=region.note,
+            ),
         )
 
     @staticmethod

@@ -28,10 +28,11 @@ def run(argv: list[str] | None = None) -> Any:
     """Console entry point: our errors become one line on stderr and exit code 2 (a traceback
     with ``--debug``)."""
     args = sys.argv[1:] if argv is None else argv
+    command = next((i for i, arg in enumerate(args) if not arg.startswith("-")), len(args))
     try:
         return app(args=args, prog_name="kbengine")
     except KBEngineError as e:
-        if "--debug" in args:
+        if "--debug" in args[:command]:  # an option of kbengine itself, before the command
             raise
         err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)

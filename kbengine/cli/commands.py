@@ -84,9 +84,19 @@ def seek(
     plot: Annotated[
         Path | None, typer.Option(help="Draw scores, mixture, KDE and the taken candidates to this file.")
     ] = None,
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            help="auto (the global embedding fused with the defect's region key when the category has normal "
+            "references) | global | region.",
+        ),
+    ] = "auto",
     focus: Annotated[
         bool | None,
-        typer.Option("--focus/--no-focus", help="Add the AD Expert's defect-region key (needs normal references)."),
+        typer.Option(
+            "--focus/--no-focus", help="Add the AD Expert's defect-region crop key (needs normal references)."
+        ),
     ] = None,
     kb_dir: options.KbDir = None,
     url: options.Url = None,
@@ -110,6 +120,7 @@ def seek(
             include_normal=include_normal,
             candidates=candidates,
             focus=focus,
+            key=key,
         )
     if plot is not None:
         from retrieval.plot import plot_seek

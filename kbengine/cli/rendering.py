@@ -31,8 +31,24 @@ def print_report(report: IngestReport) -> None:
         f"ingested {changed} source(s) ({unchanged} unchanged) -> {report.documents} document(s): "
         f"{report.pages} pages, {report.figures} figures, {report.images} images, {report.texts} text chunks; "
         f"{report.locks_added} locks added, {report.locks_removed} removed in {report.seconds:.1f}s "
-        f"[{report.encoder}]"
+        + escape(f"[{report.encoder}]"),
+        highlight=False,
     )
+    if report.regions_added or report.regions_removed:
+        out.print(
+            f"region locks: {report.regions_added} added, {report.regions_removed} removed "
+            "(defect examples against their category's normal references)",
+            highlight=False,
+        )
+    if report.without_references:
+        err.print(
+            f"note: no region locks for {', '.join(report.without_references)}: no normal references "
+            "(add good photos of those parts to seek by the defect's region)",
+            highlight=False,
+            markup=False,
+        )
+    for note in report.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
     for failure in report.failed:
         err.print(
             f"[red]failed[/red] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True
@@ -48,6 +64,16 @@ def print_info(info: KBInfo) -> None:
         f"{info.documents} documents, {info.locks} locks from {info.sources} sources; "
         f"domains: {', '.join(info.domains) or '-'}"
     )
+    if info.without_references:
+        err.print(
+            "note: no normal references, so no region locks, for "
+            + ", ".join(info.without_references)
+            + "; ingest good photos of those parts (<category>/good/) to seek by the defect's region",
+            highlight=False,
+            markup=False,
+        )
+    elif not info.region_locks and info.locks:
+        err.print("note: made before region locks; ingest into a new knowledge base to seek by region", markup=False)
     if not info.entries:
         return
     kinds = sorted({k for e in info.entries for k in e.locks})
@@ -103,6 +129,14 @@ def print_seek(result: SeekResult) -> None:
                 lines.append(f"   image: {escape(h.image_path)}")
             out.print("\n".join(lines), highlight=False)
     d = result.diagnostics
+    if d.region.used:
+        how = "inferred" if d.region.category_inferred else "given"
+        out.print(
+            f"region key: against the {d.region.references} normal references of {d.region.category} ({how})",
+            highlight=False,
+        )
+    elif d.region.note:
+        err.print(f"note: global key only: {d.region.note}", highlight=False, markup=False)
     if d.clusters:
         parts = [f"#{c.index} mean {c.mean:.3f} n={c.size} W={c.kde_weight:.3g} took {c.taken}" for c in d.clusters]
         out.print(f"clusters: K={d.k_clusters}: " + "; ".join(parts), highlight=False)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kbengine.core.banks.memory_bank import build_bank
+from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.datasets import DatasetImage, mvtec_images
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import load_image
@@ -24,7 +26,6 @@ from kbengine.core.settings import Settings
 from kbengine.evaluation.progress import Progress
 from kbengine.evaluation.reports import ZsadReport, ZsadRow
 from kbengine.facade import KnowledgeBase
-from reasoning.expert.memory_bank import build_bank
 from reasoning.expert.metrics import image_metrics, pixel_metrics
 from reasoning.expert.training import load_learned_texts
 
@@ -71,7 +72,10 @@ def eval_zsad(
                     normals = []
                 elif shots and not normals:
                     raise InvalidInputError(f"{category} has no train/good images to take {shots} reference(s) from")
-                bank = build_bank(kb.encoder, [load_image(n.path) for n in normals]) if normals else None
+                bank = None
+                if normals:
+                    shots_bank = build_bank(kb.encoder, shots_of(normals))
+                    bank = ReferenceBank(category, f"shots:{category}:{len(normals)}", shots_bank)
                 plan = detector.plan(
                     category, mode, bank=bank, learned=learned, learned_name=str(prompts) if prompts else None
                 )
@@ -82,8 +86,7 @@ def eval_zsad(
                 for item in tests[category]:
                     if progress:
                         progress(done, total, str(item.path))
-                    picture = detector.load(item.path)
-                    det = detector.run(picture, plan, kb.encoder.embed_images([picture])[0], name=str(item.path))
+                    det = detector.run(detector.load(item.path), plan)
                     scores.append(det.score)
                     labels.append(0 if item.is_normal else 1)
                     if (item.is_normal or item.mask is not None) and (
@@ -110,6 +113,10 @@ def eval_zsad(
         seconds=round(seconds, 2),
         ms_per_image=round(1000 * seconds / max(done, 1), 1),
     )
+
+
+def shots_of(normals: list[DatasetImage]) -> list[Image.Image]:
+    return [load_image(n.path) for n in normals]
 
 
 def _mask(item: DatasetImage, width: int, height: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Anomaly-map math on arrays: the zero-shot map of eq. 2, scaling reference distances to [0, 1],
-upsampling and smoothing, the image score, and the fusion rule.
+upsampling and smoothing, and the fusion rule (the image score of a patch grid lives in
+``kbengine.core.banks.scoring``, shared with region keys).
 
 Every map handed to a user is in [0, 1] with ``0.5`` meaning "at the decision threshold", so maps
 from different evidence can be averaged and binarised the same way.
@@ -11,7 +12,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-TOP_FRACTION = 0.01
+from kbengine.core.banks.scoring import image_score, smooth_grid
+
 SIGMA_PIXELS_AT_256 = 4.0
 LOGISTIC_SLOPE = 4.0
 
@@ -43,19 +45,6 @@ def scale_distances(distances: np.ndarray, low: float, threshold: float) -> np.n
     return logistic((distances - low) / span).astype(np.float32)
 
 
-def smooth_grid(grid: np.ndarray) -> np.ndarray:
-    """The patch grid smoothed over one patch (sigma 1), before the image score is read off it."""
-    return gaussian_filter(grid.astype(np.float32), sigma=1.0, mode="nearest")
-
-
-def image_score(grid: np.ndarray) -> float:
-    """Mean of the top 1% (at least one) of the smoothed patch grid: steadier than the single max
-    and still driven by a small defect (the README has the comparison)."""
-    flat = smooth_grid(grid).ravel()
-    top = max(1, round(TOP_FRACTION * flat.size))
-    return float(np.partition(flat, flat.size - top)[-top:].mean())
-
-
 def upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
     """(h, w) -> (height, width), bilinear, then Gaussian-smoothed (sigma 4 px at 256 px)."""
     image = Image.fromarray(grid.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
@@ -68,3 +57,6 @@ def fuse(maps: list[np.ndarray]) -> np.ndarray:
     fused map is their mean (an anomaly both see stays above 0.5; one only one sees, strongly,
     can still cross it)."""
     return np.mean(np.stack(maps), axis=0).astype(np.float32)
+
+
+__all__ = ["fuse", "image_score", "logistic", "scale_distances", "smooth_grid", "upsample", "zero_shot_map"]

@@ -24,16 +24,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.cache import elapsed_ms
 from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
-from kbengine.core.images import ImageInput, describe, load_image
+from kbengine.core.images import ImageInput
+from kbengine.core.query import Query
 from kbengine.core.schemas import Detection, Evidence, Region
 from kbengine.core.settings import Settings
 from reasoning.expert.domains import Domain
 from reasoning.expert.evidence import MapEvidence, reference_evidence, verdict, zero_shot_evidence
 from reasoning.expert.knowledge import ExpertKnowledge
-from reasoning.expert.memory_bank import MemoryBank
 from reasoning.expert.zero_shot import TextPair, require_joint
 from retrieval.centroids import TypeService
 
@@ -67,7 +68,7 @@ class DetectionPlan:
 
     category: str | None
     domain: Domain
-    bank: MemoryBank | None = None
+    bank: ReferenceBank | None = None
     zero_shot: bool = False
     texts: TextPair | None = None
     learned: LearnedPrompts | None = None
@@ -92,7 +93,7 @@ class Detector:
 
     def detect(
         self,
-        image: ImageInput,
+        image: ImageInput | Query,
         category: str | None = None,
         *,
         mode: str = "auto",
@@ -101,35 +102,35 @@ class Detector:
     ) -> Detection:
         """Detect on one image; without ``category`` the nearest knowledge's category is used."""
         clock = time.perf_counter()
-        picture = self.load(image)
-        global_key = self.encoder.embed_images([picture])[0]
+        query = self.load(image)
         notes: list[str] = []
         if category is None:
-            category = self.knowledge.infer_category(global_key)
+            category = self.knowledge.infer_category(query.global_key)
             if category:
                 notes.append(f"category {category!r} inferred from the nearest knowledge")
         plan = self.plan(category, mode, learned=learned, learned_name=learned_name)
         plan.notes[:0] = notes
         prepared = elapsed_ms(clock)
-        detection = self.run(picture, plan, global_key, name=describe(image))
+        detection = self.run(query, plan)
         detection.timings_ms = {"prepare": prepared, **detection.timings_ms}
         return detection
 
-    def load(self, image: ImageInput) -> Image.Image:
-        picture = load_image(image, self.settings.max_image_pixels)
-        width, height = picture.size
+    def load(self, image: ImageInput | Query) -> Query:
+        """``image`` as a query, refused when it is too small to inspect."""
+        query = Query.of(image, self.encoder, self.settings.max_image_pixels)
+        width, height = query.size
         if min(width, height) < MIN_SIDE:
             raise InvalidInputError(
-                f"{describe(image)} is {width}x{height}: too small to inspect (at least {MIN_SIDE}x{MIN_SIDE})"
+                f"{query.name} is {width}x{height}: too small to inspect (at least {MIN_SIDE}x{MIN_SIDE})"
             )
-        return picture
+        return query
 
     def plan(
         self,
         category: str | None,
         mode: str = "auto",
         *,
-        bank: MemoryBank | None = None,
+        bank: ReferenceBank | None = None,
         learned: LearnedPrompts | None = None,
         learned_name: str | None = None,
     ) -> DetectionPlan:
@@ -146,7 +147,7 @@ class Detector:
         if mode == "zero-shot":
             bank = None
         elif bank is None and category is not None:
-            bank = self.knowledge.reference_bank(category)
+            bank = self.knowledge.banks.get(category)
         if bank is None and mode in ("references", "both"):
             raise InvalidInputError(
                 f"no normal references for category {category!r} in the knowledge base; ingest photos of good "
@@ -169,29 +170,29 @@ class Detector:
             notes=notes,
         )
 
-    def run(self, picture: Image.Image, plan: DetectionPlan, global_key: np.ndarray, *, name: str) -> Detection:
-        """The plan's evidence on one loaded image whose global embedding is ``global_key``."""
+    def run(self, query: Query, plan: DetectionPlan) -> Detection:
+        """The plan's evidence on one query."""
         timings: dict[str, float] = {}
         evidence: list[MapEvidence] = []
         if plan.bank is not None:
             clock = time.perf_counter()
-            evidence.append(reference_evidence(self.encoder, plan.bank, picture, global_key, alone=not plan.zero_shot))
+            evidence.append(reference_evidence(query, plan.bank, alone=not plan.zero_shot))
             timings["references"] = elapsed_ms(clock)
         if plan.zero_shot:
             clock = time.perf_counter()
-            texts = plan.prompts_for(global_key)
-            evidence.append(zero_shot_evidence(self.encoder, picture, global_key, texts, self.settings.detect_map_form))
+            texts = plan.prompts_for(query.global_key)
+            evidence.append(zero_shot_evidence(query, texts, self.settings.detect_map_form))
             timings["zero_shot"] = elapsed_ms(clock)
         threshold = self.settings.detect_threshold
         found = verdict(
             evidence, threshold, references_calibrated=evidence[0].calibrated if plan.bank is not None else None
         )
         clock = time.perf_counter()
-        prediction = self.types.predict(global_key, category=plan.category)
+        prediction = self.types.predict(query.global_key, category=plan.category)
         timings["type"] = elapsed_ms(clock)
-        width, height = picture.size
+        width, height = query.size
         return Detection(
-            image=name,
+            image=query.name,
             category=plan.category,
             score=found.score,
             threshold=threshold if found.calibrated else None,
@@ -200,7 +201,7 @@ class Detector:
             predicted_defect_type=prediction,
             evidence=Evidence(
                 zero_shot=plan.zero_shot,
-                references=plan.bank.references if plan.bank is not None else 0,
+                references=plan.bank.bank.references if plan.bank is not None else 0,
                 learned_prompts=plan.learned_name,
                 calibrated=found.calibrated,
                 fusion=found.fusion,
@@ -214,17 +215,15 @@ class Detector:
             timings_ms=timings,
         )
 
-    def focus_key(self, image: ImageInput, category: str | None) -> np.ndarray | None:
+    def focus_key(self, image: ImageInput | Query, category: str | None) -> np.ndarray | None:
         """Seek's ``focus`` key: the embedding of the crop around the defect region of ``image``,
         when the (given or inferred) category has normal references; else None."""
-        picture = self.load(image)
-        global_key = self.encoder.embed_images([picture])[0]
-        category = category or self.knowledge.infer_category(global_key)
-        if category is None or not self.knowledge.reference_locks(category):
+        query = self.load(image)
+        category = category or self.knowledge.infer_category(query.global_key)
+        if category is None or self.knowledge.banks.get(category) is None:
             return None
-        plan = self.plan(category, "references")
-        det = self.run(picture, plan, global_key, name=describe(image))
-        return self.encoder.embed_images([focus_crop(picture, det.anomaly_map, det.regions)])[0]
+        det = self.run(query, self.plan(category, "references"))
+        return self.encoder.embed_images([focus_crop(query.picture, det.anomaly_map, det.regions)])[0]
 
 
 __all__ = ["MODES", "DetectionPlan", "Detector", "focus_crop"]

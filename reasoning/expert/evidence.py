@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
-from kbengine.core.encoders.base import Encoder
+from kbengine.core.banks.references import ReferenceBank
+from kbengine.core.banks.scoring import image_score
+from kbengine.core.query import Query
 from kbengine.core.schemas import Region
-from reasoning.expert.anomaly_map import fuse, image_score, logistic, scale_distances, upsample
-from reasoning.expert.memory_bank import MemoryBank, score_patches
+from reasoning.expert.anomaly_map import fuse, logistic, scale_distances, upsample
 from reasoning.expert.regions import find_regions
 from reasoning.expert.zero_shot import TextPair, zero_shot
 
@@ -36,16 +36,15 @@ class MapEvidence:
     notes: list[str] = field(default_factory=list)
 
 
-def reference_evidence(
-    encoder: Encoder, bank: MemoryBank, picture: Image.Image, global_key: np.ndarray, *, alone: bool
-) -> MapEvidence:
+def reference_evidence(query: Query, reference: ReferenceBank, *, alone: bool) -> MapEvidence:
     """Evidence from normal references. ``alone``: no other evidence will be fused, so an
     uncalibrated (one-reference) raw score may stand as the image score."""
-    width, height = picture.size
-    distances = score_patches(encoder, bank, [picture])[0]
+    width, height = query.size
+    bank = reference.bank
+    distances = query.patch_scores(reference).distance_grid
     c = bank.calibration
     if c is not None:
-        z = c.image_z(image_score(distances), bank.global_distance(global_key))
+        z = c.image_z(image_score(distances), bank.global_distance(query.global_key))
         scaled = scale_distances(distances, c.patch_mean, c.patch_threshold)
         return MapEvidence(upsample(scaled, width, height), float(logistic(z / 3.0)), calibrated=True)
     low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
@@ -57,12 +56,10 @@ def reference_evidence(
     )
 
 
-def zero_shot_evidence(
-    encoder: Encoder, picture: Image.Image, global_key: np.ndarray, texts: TextPair, form: str
-) -> MapEvidence:
+def zero_shot_evidence(query: Query, texts: TextPair, form: str) -> MapEvidence:
     """Evidence from CLIP prompts; its scale is the prompts' own, so it counts as calibrated."""
-    grid, score = zero_shot(encoder, picture, global_key, texts, form)
-    return MapEvidence(upsample(grid, *picture.size), score, calibrated=True)
+    grid, score = zero_shot(query.encoder, query.picture, query.global_key, texts, form)
+    return MapEvidence(upsample(grid, *query.size), score, calibrated=True)
 
 
 @dataclass

@@ -57,7 +57,7 @@ def test_reingest_adds_nothing_and_edit_replaces(make_kb, material, tmp_path):
     assert len(_ids(kb)) == len(ids)
     texts = [h.payload for h in kb.store.scroll() if h.payload["defect_type"] == "crack"]
     assert all(p["sections"]["causes"] == "Rapid cooling after the kiln." for p in texts)
-    assert first.locks_added == len(ids)
+    assert first.locks_added + first.regions_added == len(ids)  # the photos' locks and their region locks
 
 
 def _bad_folder(root: Path, good_pdf: Path) -> dict[str, str]:

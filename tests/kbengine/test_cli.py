@@ -88,7 +88,8 @@ def test_server_code_path_ingests_idempotently(make_kb, material, tmp_path):
     again = kb.ingest([material["catalogue"], material["documents"]])
     assert again.locks_added == 0
     info = kb.info()
-    assert info.store.startswith("server") and info.locks == first.locks_added
+    assert info.store.startswith("server") and info.locks == first.locks_added + first.regions_added
+    assert first.regions_added > 0 and again.regions_added == 0 and info.region_locks
     assert any((tmp_path / "shared-blobs").rglob("*.png"))
 
 

@@ -103,13 +103,13 @@ def test_filters(kb):
 
 def test_text_query_is_a_second_pipeline_and_moves_the_ranking(kb):
     image = query("tile", "crack", 5000)
-    plain = kb.seek(image, k=4, strategy="topk")
+    plain = kb.seek(image, k=4, strategy="topk", key="global")
     assert [p.name for p in plain.diagnostics.pipelines] == ["image>image"]
-    stained = kb.seek(image, k=4, strategy="topk", text="a soft-edged blotch of different colour")
+    stained = kb.seek(image, k=4, strategy="topk", text="a soft-edged blotch of different colour", key="global")
     assert [p.name for p in stained.diagnostics.pipelines] == ["image>image", "text>text"]
     assert plain.hits[0].defect_type == "crack" and stained.hits[0].defect_type == "stain"
     assert "text>text" in stained.hits[0].pipeline_scores
-    cracked = kb.seek(image, k=2, strategy="topk", text="a dark thin branching zig-zag line")
+    cracked = kb.seek(image, k=2, strategy="topk", text="a dark thin branching zig-zag line", key="global")
     assert cracked.hits[0].defect_type == "crack"
 
 
@@ -118,7 +118,7 @@ def test_joint_space_runs_the_cross_modal_pipelines(tmp_path, material, tiny_cli
         kb.ingest([material["documents"]])
         result = kb.seek(query("disc", "missing", 5000), k=3, text="a notch in the outline")
     names = [p.name for p in result.diagnostics.pipelines]
-    assert names == ["image>image", "image>text", "text>text", "text>image"]
+    assert names == ["region>region", "image>image", "image>text", "text>text", "text>image"]
     assert all(p.locks > 0 for p in result.diagnostics.pipelines)
     assert len(result.hits) == 3 and all(np.isfinite(h.fused_score) for h in result.hits)
 

@@ -14,11 +14,13 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kbengine.core.encoders.base import EncoderIdentity
+from kbengine.core.errors import StoreError
 from kbengine.core.vocabulary import NORMAL_TYPE, SECTION_NAMES
 
-LockKind = Literal["page", "figure", "image", "text"]
+LockKind = Literal["page", "figure", "image", "text", "region"]
 """page: a rendered PDF page; figure: an image embedded in a PDF; image: a reference photo;
-text: a chunk of a document's text."""
+text: a chunk of a document's text; region: the descriptor of a defect example's anomalous
+region against its category's normal references (``ingest.regions``)."""
 
 SOURCE_KIND: Literal["source"] = "source"
 META_KIND: Literal["meta"] = "meta"
@@ -114,6 +116,8 @@ class LockPayload(LockLabel):
     blob: str | None = Field(None, description="Blob name of the page/figure/image, if any.")
     text: str | None = Field(None, description="A text lock's chunk.")
     locator: str = Field(description="Where in the source the lock's content is, e.g. 'page:2:figure:0'.")
+    region_of: str | None = Field(None, description="A region lock: the id of the example photo it describes.")
+    bank: str | None = Field(None, description="A region lock: the fingerprint of the bank it was computed with.")
 
     @classmethod
     def of(
@@ -149,6 +153,13 @@ class LockPayload(LockLabel):
         return KnowledgeDocument(**self.model_dump(include=DOCUMENT_LABELS), source=self.doc_source, page=self.page)
 
 
+class RegionLabel(_Payload):
+    """What a region lock records of its making: the example it describes, the bank it used."""
+
+    region_of: str
+    bank: str
+
+
 class SourceMarker(_Payload):
     """Written after every lock of a source unit is stored: the unit is complete."""
 
@@ -166,6 +177,9 @@ class CollectionMeta(_Payload):
     kind: Literal["meta"] = "meta"
     schema_version: int = Field(SCHEMA_VERSION, alias="schema")
     encoder: EncoderIdentity
+    region_dim: int | None = Field(
+        None, description="Length of the 'region' vector; None for collections made before region locks."
+    )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -173,12 +187,18 @@ class CollectionMeta(_Payload):
         return self.model_dump(by_alias=True)
 
     @classmethod
-    def encoder_in(cls, payload: Mapping[str, Any] | None) -> EncoderIdentity | None:
-        """The encoder recorded in a metadata payload; None when ``payload`` is not one."""
-        try:
-            return cls.read(payload or {}).encoder
-        except ValidationError:
+    def parse(cls, payload: Mapping[str, Any] | None) -> CollectionMeta | None:
+        """The metadata in ``payload``; None when there is none. A damaged metadata point is an
+        error, never read as "no encoder yet" (that would let another encoder's vectors in)."""
+        if not payload or payload.get("kind") != META_KIND:
             return None
+        try:
+            return cls.read(payload)
+        except ValidationError as e:
+            raise StoreError(
+                f"the knowledge base's metadata is damaged or from a newer kbengine ({e.error_count()} problem(s)): "
+                "open it with the kbengine that made it, or restore it from a snapshot"
+            ) from e
 
 
 PAYLOAD_FIELDS: frozenset[str] = frozenset(LockPayload.model_fields) | frozenset(SourceMarker.model_fields)

@@ -33,6 +33,12 @@ class IngestReport(BaseModel):
     texts: int = 0
     locks_added: int = 0
     locks_removed: int = 0
+    regions_added: int = Field(0, description="Region locks written (defect examples against normal references).")
+    regions_removed: int = Field(0, description="Region locks removed (their bank or example changed).")
+    without_references: list[str] = Field(
+        default_factory=list, description="Categories with defect examples but no normal references: no region locks."
+    )
+    notes: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -61,3 +67,10 @@ class KBInfo(BaseModel):
     sources: int
     domains: list[str]
     entries: list[CategoryInfo]
+    region_locks: bool = Field(
+        False, description="The collection has a 'region' vector (knowledge bases made before it do not)."
+    )
+    without_references: list[str] = Field(
+        default_factory=list,
+        description="Categories with defect examples but no normal references: seek cannot use a region key there.",
+    )

@@ -48,6 +48,7 @@ class SeekHit(BaseModel):
 class PipelineStat(BaseModel):
     name: str
     vector: str
+    weight: float = Field(1.0, description="Its weight in the fused score.")
     locks: int = Field(description="Candidate locks it returned.")
     documents: int
 
@@ -60,6 +61,16 @@ class ClusterStat(BaseModel):
     mixture_weight: float = Field(description="The Bayesian mixture's weight for this component.")
     kde_weight: float = Field(description="W_n = (1/K) sum exp(W*(m) - max W*) over its members (eq. 6).")
     taken: int
+
+
+class RegionKeyStat(BaseModel):
+    """Whether seek used a region key, for which category, and why not when it did not."""
+
+    used: bool = False
+    category: str | None = Field(None, description="The category whose normal references gave the key.")
+    category_inferred: bool = Field(False, description="The category came from the nearest knowledge.")
+    references: int = Field(0, description="Normal references in that category's memory bank.")
+    note: str | None = None
 
 
 class SeekDiagnostics(BaseModel):
@@ -77,6 +88,7 @@ class SeekDiagnostics(BaseModel):
     kde_bandwidth: float | None = None
     seed: int = 0
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    region: RegionKeyStat = Field(default_factory=RegionKeyStat)
 
 
 class TypeScore(BaseModel):
@@ -94,6 +106,11 @@ class TypePrediction(BaseModel):
     similarity: float
     margin: float | None = Field(None, description="Similarity minus the runner-up's; None when there is none.")
     ranking: list[TypeScore] = Field(default_factory=list, description="The best few centroids.")
+    key: str = Field(
+        "global",
+        description="'global': cosine of the global embedding to the type centroids; 'region+global': the "
+        "weighted mean of the region and global similarities, each standardised over the category's types.",
+    )
 
 
 class SeekResult(BaseModel):

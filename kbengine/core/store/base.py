@@ -48,8 +48,13 @@ class Store(Protocol):
         """The encoder the collection was created with, or None when there is no collection yet."""
         ...
 
-    def ensure_collection(self, identity: EncoderIdentity) -> None:
-        """Create the collection (vectors, indexes, metadata) if it does not exist."""
+    def read_meta(self) -> CollectionMeta | None:
+        """The collection's metadata (encoder, region vector length), or None when there is none."""
+        ...
+
+    def ensure_collection(self, identity: EncoderIdentity, region_dim: int | None = None) -> None:
+        """Create the collection (vectors ``image``, ``text`` and, with ``region_dim``, ``region``;
+        indexes; metadata) if it does not exist."""
         ...
 
     def upsert(self, points: Sequence[StorePoint]) -> None: ...
@@ -95,12 +100,18 @@ def scored_hit(point: Any, vector_name: str | None) -> Hit:
     )
 
 
-def meta_payload(identity: EncoderIdentity) -> dict[str, Any]:
-    return CollectionMeta(encoder=identity).to_payload()
+def meta_payload(identity: EncoderIdentity, region_dim: int | None = None) -> dict[str, Any]:
+    return CollectionMeta(encoder=identity, region_dim=region_dim).to_payload()
 
 
-def identity_from_meta(payload: Mapping[str, Any] | None) -> EncoderIdentity | None:
-    return CollectionMeta.encoder_in(payload)
+def vector_sizes(identity: EncoderIdentity, region_dim: int | None) -> list[tuple[str, int]]:
+    """The collection's named vectors and their lengths (all cosine)."""
+    sizes = [("image", identity.image_dim)]
+    if identity.text_dim:
+        sizes.append(("text", identity.text_dim))
+    if region_dim:
+        sizes.append(("region", region_dim))
+    return sizes
 
 
 Page = tuple[Sequence[Any], Any]
@@ -151,8 +162,12 @@ class QdrantBackend(ABC):
     def _query(self, vector_name: str, vector: list[float], limit: int, flt: Any, with_vector: bool) -> list[Any]:
         """The backend's scored points (``id``, ``score``, ``payload``, ``vector``), best first."""
 
+    def read_meta(self) -> CollectionMeta | None:
+        return CollectionMeta.parse(self._meta_payload()) if self.exists else None
+
     def read_identity(self) -> EncoderIdentity | None:
-        return identity_from_meta(self._meta_payload()) if self.exists else None
+        meta = self.read_meta()
+        return meta.encoder if meta is not None else None
 
     def count(self, where: Where | None = None) -> int:
         return self._count(self.filters.build(locks_only(where))) if self.exists else 0

@@ -18,7 +18,15 @@ import portalocker
 
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import StoreError, StoreInUseError
-from kbengine.core.store.base import INDEXED_FIELDS, META_ID, Page, QdrantBackend, StorePoint, meta_payload
+from kbengine.core.store.base import (
+    INDEXED_FIELDS,
+    META_ID,
+    Page,
+    QdrantBackend,
+    StorePoint,
+    meta_payload,
+    vector_sizes,
+)
 from kbengine.core.store.filters import FilterModels
 
 BATCH = 512
@@ -75,17 +83,17 @@ class EdgeStore(QdrantBackend):
         records = self.shard.retrieve([META_ID], True, False)
         return records[0].payload if records else None
 
-    def ensure_collection(self, identity: EncoderIdentity) -> None:
+    def ensure_collection(self, identity: EncoderIdentity, region_dim: int | None = None) -> None:
         if self.shard is not None:
             return
         qdrant = self.qdrant
-        vectors = {"image": qdrant.EdgeVectorParams(size=identity.image_dim, distance=qdrant.Distance.Cosine)}
-        if identity.text_dim:
-            vectors["text"] = qdrant.EdgeVectorParams(size=identity.text_dim, distance=qdrant.Distance.Cosine)
+        sizes = vector_sizes(identity, region_dim)
+        vectors = {name: qdrant.EdgeVectorParams(size=size, distance=qdrant.Distance.Cosine) for name, size in sizes}
         self.shard = qdrant.EdgeShard.create(str(self.path), qdrant.EdgeConfig(vectors=vectors))
         for field in INDEXED_FIELDS:
             self.shard.update(qdrant.UpdateOperation.create_field_index(field, qdrant.PayloadSchemaType.Keyword))
-        self.shard.update(qdrant.UpdateOperation.upsert_points([qdrant.Point(META_ID, {}, meta_payload(identity))]))
+        meta = qdrant.Point(META_ID, {}, meta_payload(identity, region_dim))
+        self.shard.update(qdrant.UpdateOperation.upsert_points([meta]))
         self.shard.flush()
 
     def upsert(self, points: Sequence[StorePoint]) -> None:

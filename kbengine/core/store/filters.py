@@ -42,8 +42,23 @@ class Where(BaseModel):
         return cls(must=_clean(must))
 
     def excluding(self, **must_not: Value | Sequence[Value] | None) -> Where:
-        """This filter, and these fields must not match (``None`` values are dropped)."""
-        return Where(must=self.must, must_not={**self.must_not, **_clean(must_not)})
+        """This filter, and these fields must not match either (``None`` values are dropped; values
+        for a field already excluded are added to its list)."""
+        merged = dict(self.must_not)
+        for name, value in _clean(must_not).items():
+            if name in merged:
+                old = merged[name]
+                merged[name] = (
+                    *(old if isinstance(old, tuple) else (old,)),
+                    *(value if isinstance(value, tuple) else (value,)),
+                )
+            else:
+                merged[name] = value
+        return Where(must=self.must, must_not=merged)
+
+    def narrowed(self, **must: Value | Sequence[Value] | None) -> Where:
+        """This filter, and these fields must match too (``None`` values are dropped)."""
+        return Where(must={**self.must, **_clean(must)}, must_not=self.must_not)
 
     def restricts(self, field: str) -> bool:
         return field in self.must

@@ -9,7 +9,15 @@ from typing import Any
 
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import StoreError
-from kbengine.core.store.base import INDEXED_FIELDS, META_ID, Page, QdrantBackend, StorePoint, meta_payload
+from kbengine.core.store.base import (
+    INDEXED_FIELDS,
+    META_ID,
+    Page,
+    QdrantBackend,
+    StorePoint,
+    meta_payload,
+    vector_sizes,
+)
 from kbengine.core.store.filters import FilterModels
 
 BATCH = 256
@@ -63,13 +71,12 @@ class ServerStore(QdrantBackend):
         records = self.client.retrieve(self.collection, [META_ID], with_payload=True)
         return records[0].payload if records else None
 
-    def ensure_collection(self, identity: EncoderIdentity) -> None:
+    def ensure_collection(self, identity: EncoderIdentity, region_dim: int | None = None) -> None:
         if self._exists:
             return
         models = self.models
-        vectors = {"image": models.VectorParams(size=identity.image_dim, distance=models.Distance.COSINE)}
-        if identity.text_dim:
-            vectors["text"] = models.VectorParams(size=identity.text_dim, distance=models.Distance.COSINE)
+        sizes = vector_sizes(identity, region_dim)
+        vectors = {name: models.VectorParams(size=size, distance=models.Distance.COSINE) for name, size in sizes}
         self.client.create_collection(
             self.collection,
             vectors_config=vectors,
@@ -79,7 +86,9 @@ class ServerStore(QdrantBackend):
         for field in INDEXED_FIELDS if not self.local else ():  # local mode ignores payload indexes
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
         self.client.upsert(
-            self.collection, [models.PointStruct(id=META_ID, vector={}, payload=meta_payload(identity))], wait=True
+            self.collection,
+            [models.PointStruct(id=META_ID, vector={}, payload=meta_payload(identity, region_dim))],
+            wait=True,
         )
         self._exists = True
 

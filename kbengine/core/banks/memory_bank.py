@@ -9,7 +9,8 @@ quarters; the README has the layer comparison). Each is averaged over its 3x3 ne
 layer is divided by its mean feature norm over the references first so no layer dominates.
 
 Size: greedy k-center coreset (on a 128-d random projection) keeps at most ``max_patches``
-(16384: 16 references at 28x28 patches fit whole; more are subsampled once, then cached).
+(32768: the default 32 references at 28x28 patches fit whole, so ingest, which builds the banks
+for region locks, never waits for a coreset; more are subsampled once, then cached).
 Calibration: with two or more references, up to 16 of them are each scored against the bank
 without the patches they contributed (leave-one-out); the normal patch and image scores give the
 map's scale (the 99.9th percentile of normal patch scores becomes the binarisation threshold) and
@@ -30,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from kbengine.core.banks.scoring import image_score
 from kbengine.core.encoders.base import Encoder
-from reasoning.expert.anomaly_map import image_score
 
-MAX_PATCHES = 16_384
+MAX_PATCHES = 32_768
 CALIBRATION_IMAGES = 16
 PROJECTION_DIM = 128
 PATCH_QUANTILE = 0.999
@@ -171,14 +172,23 @@ def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     return chosen
 
 
-def nearest_distance(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Euclidean distance of each query row to its nearest bank row."""
+def nearest(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance of each query row to its nearest bank row, and that row's index."""
     q = torch.from_numpy(np.ascontiguousarray(queries, np.float32))
     b = torch.from_numpy(np.ascontiguousarray(bank, np.float32))
     best = torch.full((len(q),), float("inf"))
+    index = torch.zeros(len(q), dtype=torch.int64)
     for i in range(0, len(b), chunk):
-        best = torch.minimum(best, torch.cdist(q, b[i : i + chunk]).min(dim=1).values)
-    return best.numpy()
+        values, where = torch.cdist(q, b[i : i + chunk]).min(dim=1)
+        closer = values < best
+        best = torch.where(closer, values, best)
+        index = torch.where(closer, where + i, index)
+    return best.numpy(), index.numpy()
+
+
+def nearest_distance(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Euclidean distance of each query row to its nearest bank row."""
+    return nearest(queries, bank, chunk)[0]
 
 
 def build_bank(
@@ -225,7 +235,33 @@ def _calibrate(feats: np.ndarray, grid: tuple[int, int], bank: np.ndarray, origi
     )
 
 
+@dataclass
+class PatchScores:
+    """One image against a bank: its patch features and each patch's nearest normal patch."""
+
+    features: np.ndarray
+    """(h*w, D) scaled, concatenated patch features (the bank's layers and scale)."""
+    distances: np.ndarray
+    """(h*w,) distance to the nearest normal patch."""
+    nearest: np.ndarray
+    """(h*w,) index of that patch in ``MemoryBank.patches``."""
+    grid: tuple[int, int]
+
+    @property
+    def distance_grid(self) -> np.ndarray:
+        return self.distances.reshape(self.grid)
+
+
+def score_images(encoder: Encoder, bank: MemoryBank, images: Sequence[Image.Image]) -> list[PatchScores]:
+    """Each image's patches against the bank (one encoder pass per batch)."""
+    feats, _, grid = embed_patches(encoder, images, bank.layers, bank.layer_scale)
+    scored = []
+    for f in feats:
+        distances, index = nearest(f, bank.patches)
+        scored.append(PatchScores(f, distances, index, grid))
+    return scored
+
+
 def score_patches(encoder: Encoder, bank: MemoryBank, images: Sequence[Image.Image]) -> np.ndarray:
     """(N, h, w) nearest-normal-patch distances of each query patch."""
-    feats, _, (h, w) = embed_patches(encoder, images, bank.layers, bank.layer_scale)
-    return np.stack([nearest_distance(f, bank.patches).reshape(h, w) for f in feats])
+    return np.stack([s.distance_grid for s in score_images(encoder, bank, images)])

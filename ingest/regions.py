@@ -1,0 +1,120 @@
+"""Region locks: every defect example photo (image or PDF figure) of a category that has normal
+references gets a ``region`` point, the descriptor of its anomalous region against the category's
+memory bank (``kbengine.core.banks.region``), labelled like the example.
+
+A region point's id is uuid5 of the example lock's id and the bank's fingerprint; its payload
+names both (``region_of``, ``bank``). :func:`update_regions` brings a knowledge base up to date:
+per category it writes the region points missing for the current bank, then deletes the ones of
+other banks and of examples that are gone. Re-running it after a kill -9 at any point computes
+only what is missing and ends with exactly the points of one clean run; a category whose normal
+references change (added after the examples, edited, removed) is renewed the same way. Ingest
+calls it after every run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ingest.units import NAMESPACE
+from kbengine.core.banks.memory_bank import score_images
+from kbengine.core.banks.references import EXAMPLE_KINDS, ReferenceBank, ReferenceBanks
+from kbengine.core.banks.region import REGION_VERSION, region_descriptor
+from kbengine.core.images import load_image
+from kbengine.core.schemas import LockPayload, RegionLabel
+from kbengine.core.store import Store, StorePoint, Where
+from kbengine.core.vocabulary import NORMAL_TYPE
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class RegionUpdate:
+    """What :func:`update_regions` did."""
+
+    added: int = 0
+    removed: int = 0
+    without_references: list[str] = field(default_factory=list)
+    """Categories whose defect examples have no region locks: no normal references to compare with."""
+
+
+def region_fingerprint(bank: ReferenceBank) -> str:
+    return f"{bank.fingerprint}:{REGION_VERSION}"
+
+
+def region_id(example_id: str, fingerprint: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"region:{example_id}:{fingerprint}"))
+
+
+def update_regions(store: Store, banks: ReferenceBanks, progress: Progress | None = None) -> RegionUpdate:
+    """Bring every category's region locks up to date with its normal references."""
+    update = RegionUpdate()
+    meta = store.read_meta()
+    if meta is None or not meta.region_dim:
+        return update
+    for category, has_references in banks.categories().items():
+        bank = banks.get(category) if has_references else None
+        examples = _examples(store, category)
+        if bank is None:
+            update.removed += _delete(store, Where.of(category=category, kind="region"))
+            if examples:
+                update.without_references.append(category)
+            continue
+        fingerprint = region_fingerprint(bank)
+        current = Where.of(category=category, kind="region", bank=fingerprint)
+        done = {RegionLabel.read(h.payload).region_of for h in store.scroll(current, fields=RegionLabel.fields())}
+        todo = [(lock_id, lock) for lock_id, lock in examples if lock_id not in done]
+        size = banks.settings.batch_size
+        for start in range(0, len(todo), size):
+            if progress:
+                progress(start, len(todo), f"region locks of {category}")
+            batch = todo[start : start + size]
+            store.upsert(_region_points(banks, bank, fingerprint, batch))
+            update.added += len(batch)
+        stale = Where.of(category=category, kind="region").excluding(bank=fingerprint)
+        update.removed += _delete(store, stale)
+        gone = Where.of(category=category, kind="region").excluding(region_of=tuple(i for i, _ in examples) or None)
+        if examples:
+            update.removed += _delete(store, gone)
+        else:
+            update.removed += _delete(store, Where.of(category=category, kind="region"))
+    if progress:
+        progress(1, 1, "")
+    return update
+
+
+Example = tuple[str, LockPayload]
+"""A defect example photo: its lock id and payload."""
+
+
+def _examples(store: Store, category: str) -> list[Example]:
+    """The category's defect example photos (not its normal references), in a stable order."""
+    where = Where.of(category=category, kind=EXAMPLE_KINDS).excluding(defect_type=NORMAL_TYPE)
+    found = [(h.id, LockPayload.read(h.payload)) for h in store.scroll(where)]
+    return sorted((example for example in found if example[1].blob), key=lambda example: example[0])
+
+
+def _region_points(
+    banks: ReferenceBanks, bank: ReferenceBank, fingerprint: str, examples: list[Example]
+) -> list[StorePoint]:
+    images = [load_image(banks.path_of(lock), banks.settings.max_image_pixels) for _, lock in examples]
+    scores = score_images(banks.encoder, bank.bank, images)
+    points = []
+    for (lock_id, lock), scored in zip(examples, scores, strict=True):
+        payload = lock.model_copy(update={"kind": "region", "region_of": lock_id, "bank": fingerprint})
+        points.append(
+            StorePoint(
+                id=region_id(lock_id, fingerprint),
+                vectors={"region": region_descriptor(scored, bank.bank)},
+                payload=payload.model_dump(),
+            )
+        )
+    return points
+
+
+def _delete(store: Store, where: Where) -> int:
+    count = store.count(where)
+    if count:
+        store.delete(where)
+    return count

@@ -1,0 +1,103 @@
+"""A knowledge base's normal references and their memory banks, one per category.
+
+The bank of a category is built from its normal ("good") reference photos (at most
+``detect_max_references``, in a stable order) and identified by a fingerprint of the encoder, the
+bank code's version and the references' content hashes: a change of the references gives a new
+fingerprint, and everything derived from the bank (anomaly maps, region locks) notices by it.
+Banks are cached in memory and in ``<cache>/banks`` (npz, written atomically)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kbengine.core.banks.memory_bank import MemoryBank, build_bank
+from kbengine.core.blobs import BlobStore
+from kbengine.core.cache import cache_folder, load_arrays, save_arrays
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.images import load_image
+from kbengine.core.schemas import LockLabel, LockPayload
+from kbengine.core.settings import Settings
+from kbengine.core.store import Store, Where
+from kbengine.core.vocabulary import NORMAL_TYPE
+
+REFERENCE_KINDS = ("image", "figure")
+EXAMPLE_KINDS = ("image", "figure")
+"""Locks that are photos: a category's normal references, and its defect examples."""
+BANK_VERSION = "3"
+
+
+@dataclass(frozen=True)
+class ReferenceBank:
+    category: str
+    fingerprint: str
+    bank: MemoryBank
+
+
+class ReferenceBanks:
+    """The memory banks of one knowledge base's categories."""
+
+    def __init__(self, store: Store, encoder: Encoder, blobs: BlobStore, settings: Settings) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.blobs = blobs
+        self.settings = settings
+        folder = cache_folder(settings)
+        self.folder = folder / "banks" if folder else None
+        self._banks: dict[str, ReferenceBank] = {}
+
+    def references(self, category: str) -> list[LockPayload]:
+        """The category's normal reference photos, at most ``detect_max_references``, in a stable order."""
+        where = Where.of(category=category, defect_type=NORMAL_TYPE, kind=REFERENCE_KINDS)
+        locks = [LockPayload.read(h.payload) for h in self.store.scroll(where)]
+        locks = sorted((lock for lock in locks if lock.blob), key=lambda lock: lock.sha256)
+        return locks[: self.settings.detect_max_references]
+
+    def path_of(self, lock: LockPayload) -> Path:
+        return self.blobs.path(str(lock.blob))
+
+    def fingerprint(self, references: list[LockPayload]) -> str:
+        parts = [BANK_VERSION, self.encoder.identity.name, *(lock.sha256 for lock in references)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def get(self, category: str) -> ReferenceBank | None:
+        """The category's bank (built once per set of references, then cached); None without references."""
+        references = self.references(category)
+        if not references:
+            return None
+        fingerprint = self.fingerprint(references)
+        cached = self._banks.get(category)
+        if cached is not None and cached.fingerprint == fingerprint:
+            return cached
+        path = self._path(category)
+        stored = load_arrays(path, fingerprint)
+        bank = MemoryBank.from_arrays(stored) if stored is not None else None
+        if bank is None:
+            images = [load_image(self.path_of(lock), self.settings.max_image_pixels) for lock in references]
+            bank = build_bank(self.encoder, images)
+            save_arrays(path, fingerprint, bank.to_arrays())
+        found = ReferenceBank(category, fingerprint, bank)
+        self._banks[category] = found
+        return found
+
+    def category_of(self, key: np.ndarray) -> str | None:
+        """The category of the photo or page nearest the global embedding ``key`` (references included)."""
+        hits = self.store.search("image", key, 1)
+        return LockLabel.read(hits[0].payload).category if hits else None
+
+    def categories(self) -> dict[str, bool]:
+        """Every category that has defect examples or references -> whether it has references."""
+        found: dict[str, bool] = {}
+        for hit in self.store.scroll(Where.of(kind=EXAMPLE_KINDS), fields=LockLabel.fields()):
+            label = LockLabel.read(hit.payload)
+            found[label.category] = found.get(label.category, False) or label.defect_type == NORMAL_TYPE
+        return dict(sorted(found.items()))
+
+    def _path(self, category: str) -> Path | None:
+        if self.folder is None:
+            return None
+        safe = hashlib.sha256(f"{category}:{self.encoder.identity.name}".encode()).hexdigest()[:16]
+        return self.folder / f"{safe}.npz"

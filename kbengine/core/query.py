@@ -1,0 +1,62 @@
+"""One photo in one request. Seek, detect and ask share it, so the photo is decoded once, its
+global embedding computed once, and its patches scored against a category's bank once (the
+anomaly map and the region key read the same scores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from kbengine.core.banks.memory_bank import PatchScores, score_images
+from kbengine.core.banks.references import ReferenceBank
+from kbengine.core.banks.region import region_descriptor
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.images import ImageInput, describe, load_image
+
+
+class Query:
+    """A photo and what has been computed from it with one encoder."""
+
+    def __init__(self, picture: Image.Image, encoder: Encoder, name: str, path: str | None = None) -> None:
+        self.picture = picture
+        self.encoder = encoder
+        self.name = name
+        self.path = path
+        self._global_key: np.ndarray | None = None
+        self._scores: dict[str, PatchScores] = {}
+        self._regions: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, image: ImageInput | Query, encoder: Encoder, max_pixels: int) -> Query:
+        """``image`` as a query for ``encoder`` (a query made for another encoder is re-made from its photo)."""
+        if isinstance(image, Query):
+            if image.encoder is encoder:
+                return image
+            return cls(image.picture, encoder, image.name, image.path)
+        path = str(image) if isinstance(image, str | Path) else None
+        return cls(load_image(image, max_pixels), encoder, describe(image), path)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.picture.size
+
+    @property
+    def global_key(self) -> np.ndarray:
+        """The photo's global embedding (computed on first use)."""
+        if self._global_key is None:
+            self._global_key = self.encoder.embed_images([self.picture])[0]
+        return self._global_key
+
+    def patch_scores(self, bank: ReferenceBank) -> PatchScores:
+        """The photo's patches against ``bank`` (computed once per bank)."""
+        if bank.fingerprint not in self._scores:
+            self._scores[bank.fingerprint] = score_images(self.encoder, bank.bank, [self.picture])[0]
+        return self._scores[bank.fingerprint]
+
+    def region_key(self, bank: ReferenceBank) -> np.ndarray:
+        """The descriptor of the photo's anomalous region against ``bank``."""
+        if bank.fingerprint not in self._regions:
+            self._regions[bank.fingerprint] = region_descriptor(self.patch_scores(bank), bank.bank)
+        return self._regions[bank.fingerprint]

@@ -13,6 +13,11 @@ packaged encoder. Printed per N, p50/p95 in ms over the queries:
 - topk, kde, mmr: ``kb.seek`` end to end (key + search + selection + result) per strategy;
 - sample:<strategy>: the selection stage alone (from the result's diagnostics);
 - kde-topk: what KDE sampling adds over top-k, paired per query (the selection stages);
+- global:tile, auto:tile: ``kb.seek`` of a generated tile photo (256 px) with the category given,
+  the global key alone and the default (the region key fused: the photo's patches scored against
+  the tile's 16 normal references, its region descriptor, the region search); auto-global: what the
+  region key adds, paired per query; auto:inferred: the default without a category (inferred from
+  the nearest knowledge);
 - the first seek's one-time type-centroid build (cached on disk afterwards), and peak RSS (also
   as it stood before the first seek: filling the store and loading the encoder).
 """
@@ -32,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 
-def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, seed: int = 0) -> float:
-    """Write ``n`` random locks (and one source marker per 1000) straight into the store."""
+def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, region_dim: int, seed: int = 0) -> float:
+    """Write ``n`` random locks (and one source marker per 1000) straight into the store; every
+    tenth also gets a random region lock (so a region search has n/10 candidates to rank)."""
     from kbengine.core.encoders.base import EncoderIdentity
     from kbengine.core.schemas import KnowledgeDocument, LockPayload, SourceMarker
     from kbengine.core.settings import Settings
@@ -45,7 +51,7 @@ def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, seed:
     identity = EncoderIdentity(
         backend=backend, model=model, weights="", image_dim=dim, text_dim=text_dim, joint_space=False
     )
-    store.ensure_collection(identity)
+    store.ensure_collection(identity, region_dim)
 
     def payload(i: int) -> dict[str, object]:
         source = f"/bench/{i // 1000}"
@@ -75,6 +81,16 @@ def fill(kb_path: Path, n: int, dim: int, text_dim: int | None, name: str, seed:
             )
             for i in range(count)
         ]
+        regions = rng.normal(size=(count, region_dim)).astype(np.float32)
+        regions /= np.linalg.norm(regions, axis=1, keepdims=True)
+        batch += [
+            StorePoint(
+                id=str(uuid.UUID(int=10**9 + lo + i)),
+                vectors={"region": regions[i]},
+                payload={**payload(lo + i), "kind": "region", "category": "tile", "region_of": "-", "bank": "-"},
+            )
+            for i in range(0, count, 10)
+        ]
         store.upsert(batch)
     markers = [
         StorePoint(
@@ -96,6 +112,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def one(n: int, queries: int) -> dict[str, object]:
     from kbengine import synth
+    from kbengine.core.banks.region import region_dim
     from kbengine.core.store import Where
     from kbengine.facade import KnowledgeBase
 
@@ -103,19 +120,27 @@ def one(n: int, queries: int) -> dict[str, object]:
         kb_path = Path(tmp) / "kb"
         with KnowledgeBase.open(Path(tmp) / "probe", encoder="packaged") as probe:
             identity = probe.encoder.identity
-        fill_s = fill(kb_path, n, identity.image_dim, identity.text_dim, identity.name)
+            dim = region_dim(probe.encoder)
+        fill_s = fill(kb_path, n, identity.image_dim, identity.text_dim, identity.name, dim)
+        references = synth.write_mvtec(Path(tmp) / "tile", {"tile": ("crack",)}, n_train=16, n_test_good=0,
+                                       n_test_defect=2, size=256)  # fmt: skip
         images = [
             synth.sample(("tile", "fabric", "disc")[i % 3], ("crack", "stain", "scratch")[i % 3], 70_000 + i)[0]
             for i in range(queries)
         ]
         with KnowledgeBase.open(kb_path, encoder="packaged") as kb:
+            start = time.perf_counter()
+            kb.ingest([references])  # the tile's normal references: a bank and real region locks
+            bank_s = time.perf_counter() - start
             encoder = kb.encoder
             encoder.embed_images(images[:1])  # load the weights outside the timings
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             start = time.perf_counter()
             kb.seek(images[0], k=5)  # builds the type centroids once (cached on disk)
             first = (time.perf_counter() - start) * 1000
+            kb.seek(images[0], k=5, category="tile")  # builds the region centroids once
             names = ("key", "search", "topk", "kde", "mmr", "sample:topk", "sample:kde", "sample:mmr", "kde-topk")
+            names += ("global:tile", "auto:tile", "auto-global", "auto:inferred")
             timings: dict[str, list[float]] = {name: [] for name in names}
             stages: dict[str, list[float]] = {}
             for image in images:
@@ -123,7 +148,7 @@ def one(n: int, queries: int) -> dict[str, object]:
                 key = encoder.embed_images([image])[0]
                 timings["key"].append((time.perf_counter() - start) * 1000)
                 start = time.perf_counter()
-                kb.store.search("image", key, 256, Where(must_not={"defect_type": "good"}))
+                kb.store.search("image", key, 256, Where.of().excluding(defect_type="good"))
                 timings["search"].append((time.perf_counter() - start) * 1000)
                 for strategy in ("topk", "kde", "mmr"):
                     start = time.perf_counter()
@@ -134,9 +159,20 @@ def one(n: int, queries: int) -> dict[str, object]:
                         for stage, ms in result.diagnostics.timings_ms.items():
                             stages.setdefault(stage, []).append(ms)
                 timings["kde-topk"].append(timings["sample:kde"][-1] - timings["sample:topk"][-1])
+                tile = synth.sample("tile", "crack", 71_000 + len(timings["auto:tile"]), 256)[0]
+                for key in ("global", "auto"):
+                    start = time.perf_counter()
+                    result = kb.seek(tile, k=5, strategy="kde", category="tile", key=key)
+                    timings[f"{key}:tile"].append((time.perf_counter() - start) * 1000)
+                assert result.diagnostics.region.used
+                timings["auto-global"].append(timings["auto:tile"][-1] - timings["global:tile"][-1])
+                start = time.perf_counter()
+                kb.seek(tile, k=5, strategy="kde")
+                timings["auto:inferred"].append((time.perf_counter() - start) * 1000)
         return {
             "locks": n,
             "fill_s": fill_s,
+            "references_ingest_s": bank_s,
             "first_seek_ms": first,
             **{name: percentiles(values) for name, values in timings.items()},
             "kde_stages_p50": {stage: float(np.median(v)) for stage, v in stages.items()},
@@ -167,13 +203,15 @@ def main() -> None:
             raise SystemExit(f"size {n} failed")
         result = json.loads(child.stdout.strip().splitlines()[-1])
         print(header)
-        for stage in ("key", "search", "topk", "kde", "mmr", "sample:topk", "sample:kde", "sample:mmr", "kde-topk"):
+        stages_shown = ("key", "search", "topk", "kde", "mmr", "sample:topk", "sample:kde", "sample:mmr", "kde-topk")
+        for stage in (*stages_shown, "global:tile", "auto:tile", "auto-global", "auto:inferred"):
             p = result[stage]
             print(f"{n:>8} {stage:>12} {p['p50']:>8.1f} {p['p95']:>8.1f}")
         stages = ", ".join(f"{k} {v:.1f}" for k, v in result["kde_stages_p50"].items())
         print(
             f"{n:>8} kde stages p50 ms: {stages}; first seek (centroid build) {result['first_seek_ms']:.0f} ms; "
-            f"fill {result['fill_s']:.0f} s; peak RSS {result['peak_rss_mib']:.0f} MiB "
+            f"fill {result['fill_s']:.0f} s; 16 references ingested (bank + region locks) in "
+            f"{result['references_ingest_s']:.1f} s; peak RSS {result['peak_rss_mib']:.0f} MiB "
             f"({result['peak_rss_before_seek_mib']:.0f} MiB after filling the store and loading the encoder)"
         )
 

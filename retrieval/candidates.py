@@ -9,7 +9,7 @@ Pipelines (the paper's "textual and visual retrieval pipelines"):
 - ``text>image``: the text query against the image locks, when the encoder is a joint space.
 - ``region>region``: the query's region key (its anomalous region against its category's normal
   references, ``kbengine.core.banks.region``) against the region locks of that category, when the
-  category has normal references; weight ``REGION_WEIGHT`` (2) in the fusion.
+  category has normal references.
 - ``focus>image``: the embedding of the query's defect region (a crop the AD Expert picks) against
   the image locks, when the caller gives one (``kb.seek(focus=...)``).
 
@@ -24,7 +24,8 @@ fused score is that cosine. With several, cosines of different pipelines are not
 (CLIP image-text cosines sit near 0.3, image-image near 0.8), so each pipeline's document scores
 are standardised over its own candidates (z-scores; a document the pipeline did not return counts
 one standard deviation below its lowest candidate, so any match beats none), and the fused score
-is their weighted mean (weight 1, the region pipeline 2: measured, the README has the table). A
+is their weighted mean (``Pipeline.weight``; all 1: measured for the region pipeline, the README
+has the table). A
 document matching both the picture and the words thus ranks above one matching only one of them.
 """
 

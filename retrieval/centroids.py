@@ -35,7 +35,7 @@ FALLBACK_KINDS = ("page",)
 REGION_KINDS = ("region",)
 CACHE_NAME = "type-centroids.npz"
 RANKING_SIZE = 5
-REGION_WEIGHT = 2.0
+REGION_WEIGHT = 1.0
 """Weight of the region centroids' standardised similarity against the global ones' (1) in a fused
 type prediction; the same rule as seek's fusion of the region and image pipelines."""
 

@@ -19,7 +19,19 @@ def eval_seek_command(
     k: options.K = 5,
     strategy: options.Strategy = "kde",
     category: options.Categories = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many queries per category.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="At most this many queries per category (per defect type with --examples)."),
+    ] = None,
+    examples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Build the knowledge from N defect images per type (and --references normal images per "
+            "category) and query with the rest, instead of leave-one-out.",
+        ),
+    ] = None,
+    references: Annotated[int, typer.Option(min=0, help="Normal references per category with --examples.")] = 16,
     kb_dir: Annotated[
         Path | None,
         typer.Option("--kb", help="Query this knowledge base instead of leave-one-out on the dataset itself."),
@@ -33,7 +45,8 @@ def eval_seek_command(
     as_json: options.Json = False,
 ) -> None:
     """Seek accuracy: each defective test image queries the knowledge; is the right (category,
-    defect type) document first, in the top 3? Leave-one-out on the dataset unless --kb/--url."""
+    defect type) document first, in the top 3? Per key (global, region, fused). Leave-one-out on the
+    dataset unless --kb/--url or --examples."""
     from kbengine.evaluation.seek import eval_seek
 
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection, encoder=encoder)
@@ -48,6 +61,8 @@ def eval_seek_command(
             k=k,
             categories=category,
             limit=limit,
+            examples=examples,
+            references=references,
             progress=update,
             ingest_progress=update,
             focus=focus,

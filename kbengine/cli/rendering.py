@@ -222,6 +222,14 @@ def print_seek_eval(report: SeekEvalReport) -> None:
 
     columns = ["category", "queries", "type top-1", "type top-3", "category top-1", "category top-3", "centroid"]
     print_table(columns, [cells(r) for r in report.rows], cells(report.overall))
+    keys = report.overall.keys
+    if keys:
+        rows = [
+            [name, str(s.queries), _metric(s.top1, True), _metric(s.top3, True), _metric(s.type_accuracy, True)]
+            for name, s in keys.items()
+        ]
+        out.print("per key (auto = region and global fused; region needs normal references):", highlight=False)
+        print_table(["key", "queries", "type top-1", "type top-3", "type prediction"], rows)
 
 
 def print_mmad(report: MMADEvalReport) -> None:

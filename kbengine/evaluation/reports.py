@@ -7,14 +7,25 @@ from pydantic import BaseModel, Field
 from kbengine.evaluation.mmad.scoring import MMADScore
 
 
+class KeyScore(BaseModel):
+    """Seek accuracy with one key: ``global`` (the photo's embedding), ``region`` (its defect's
+    region against the category's normal references) or ``auto`` (the two fused, the default)."""
+
+    queries: int = Field(description="Queries this key could answer (a region key needs references).")
+    top1: float
+    top3: float
+    type_accuracy: float | None = None
+
+
 class SeekEvalRow(BaseModel):
     category: str
     queries: int
-    top1: float = Field(description="Right (category, defect type) document ranked first.")
+    top1: float = Field(description="Right (category, defect type) document ranked first (default key).")
     top3: float
     category_top1: float
     category_top3: float
     type_accuracy: float | None = Field(None, description="predicted_defect_type right (leave-one-out centroids).")
+    keys: dict[str, KeyScore] = Field(default_factory=dict, description="The same per key.")
 
 
 class SeekEvalQuery(BaseModel):
@@ -23,6 +34,8 @@ class SeekEvalQuery(BaseModel):
     defect_type: str
     retrieved: list[str] = Field(description="'category/defect_type' of the hits, in rank order.")
     predicted_type: str | None = None
+    by_key: dict[str, list[str]] = Field(default_factory=dict, description="``retrieved`` per key.")
+    predicted_by_key: dict[str, str | None] = Field(default_factory=dict, description="``predicted_type`` per key.")
 
 
 class SeekEvalReport(BaseModel):

@@ -1,10 +1,19 @@
-"""``kbengine eval seek``: seek accuracy (the paper's 83%).
+"""``kbengine eval seek``: seek accuracy (the paper's 83%), per key.
 
 Every defective test image of an MVTec-layout dataset is a query; a hit is right when its
-(category, defect type) is the query's. Without ``--kb`` the knowledge base is the dataset
-itself, ingested once into a temporary folder, and each query leaves its own image out
-(``exclude_sources``), which is leave-one-out without re-ingesting; the type-centroid prediction
-leaves the query's vector out of its centroid the same way.
+(category, defect type) is the query's. The knowledge is, in this order of precedence:
+
+- a given knowledge base (``--kb``/``--url``);
+- ``examples=N``: a knowledge base built from the dataset, holding the first N defect images of
+  each (category, defect type) as that type's document folder and the first ``references`` normal
+  images of each category (``train/good``); the other defect images are the queries (at most
+  ``limit`` per defect type). This is the protocol users run on their own data;
+- else the dataset itself, ingested once into a temporary folder, each query leaving its own image
+  out (``exclude_sources``), which is leave-one-out without re-ingesting; the type-centroid
+  prediction leaves the query's vector out of its centroid the same way.
+
+Each query is sought with every key (``global``, ``region``, ``auto`` = fused); the report's main
+figures are the default key's (``auto``), and ``keys`` has top-1/top-3/type accuracy per key.
 """
 
 from __future__ import annotations
@@ -16,12 +25,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from kbengine.core.datasets import DatasetImage, mvtec_images, source_key
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.settings import Settings
 from kbengine.evaluation.progress import Progress
-from kbengine.evaluation.reports import SeekEvalQuery, SeekEvalReport, SeekEvalRow
+from kbengine.evaluation.reports import KeyScore, SeekEvalQuery, SeekEvalReport, SeekEvalRow
 from kbengine.facade import KnowledgeBase
+
+KEYS = ("auto", "global", "region")
 
 
 def seek_queries(dataset: Path, categories: list[str] | None = None, limit: int | None = None) -> list[DatasetImage]:
@@ -40,6 +53,47 @@ def seek_queries(dataset: Path, categories: list[str] | None = None, limit: int 
     return queries
 
 
+def split_examples(
+    dataset: Path, examples: int, references: int, categories: list[str] | None, limit: int | None, seed: int = 0
+) -> tuple[list[DatasetImage], list[DatasetImage], list[DatasetImage]]:
+    """(knowledge examples, normal references, queries): per (category, defect type) ``examples``
+    defect images drawn with ``seed`` become knowledge and the rest (at most ``limit``) queries; the
+    first ``references`` ``train/good`` images of each category are its references."""
+    if examples < 1 or references < 0:
+        raise InvalidInputError(f"examples must be at least 1 and references 0 or more, got {examples}, {references}")
+    images = mvtec_images(dataset, categories=categories)
+    groups: dict[tuple[str, str], list[DatasetImage]] = defaultdict(list)
+    normals: dict[str, list[DatasetImage]] = defaultdict(list)
+    for image in images:
+        if image.split == "test" and not image.is_normal:
+            groups[(image.category, image.defect_type)].append(image)
+        elif image.split == "train" and image.is_normal:
+            normals[image.category].append(image)
+    rng = np.random.default_rng(seed)
+    knowledge, queries = [], []
+    for key in sorted(groups):
+        group = groups[key]
+        order = rng.permutation(len(group))
+        if len(group) <= examples:
+            raise InvalidInputError(f"{key[0]}/{key[1]} has {len(group)} image(s): none left to query with")
+        knowledge += [group[i] for i in order[:examples]]
+        rest = [group[i] for i in order[examples:]]
+        queries += rest[:limit] if limit is not None else rest
+    chosen_normals = [n for c in sorted(normals) for n in normals[c][:references]]
+    if not queries:
+        raise InvalidInputError(f"{dataset} has no defective test images (test/<defect_type>/...) to query with")
+    return knowledge, chosen_normals, queries
+
+
+def write_knowledge(folder: Path, knowledge: list[DatasetImage], normals: list[DatasetImage]) -> Path:
+    """``<folder>/<category>/<defect_type>/`` document folders (``good`` for the references)."""
+    for image in [*knowledge, *normals]:
+        target = folder / image.category / image.defect_type / f"{image.path.parent.name}-{image.path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image.path, target)
+    return folder
+
+
 def eval_seek(
     dataset: Path,
     settings: Settings,
@@ -49,27 +103,34 @@ def eval_seek(
     k: int = 5,
     categories: list[str] | None = None,
     limit: int | None = None,
+    examples: int | None = None,
+    references: int = 16,
+    split_seed: int = 0,
     progress: Progress | None = None,
     ingest_progress: Progress | None = None,
     focus: bool | None = None,
 ) -> SeekEvalReport:
-    """Seek accuracy on ``dataset`` against ``kb``, or leave-one-out on the dataset itself."""
-    queries = seek_queries(dataset, categories, limit)
+    """Seek accuracy on ``dataset`` against ``kb``, against ``examples`` per type, or leave-one-out."""
     started = time.perf_counter()
     if kb is not None:
+        queries = seek_queries(dataset, categories, limit)
         records = _run(kb, queries, strategy, k, progress, focus)
-        knowledge = kb.store.location
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="kbengine-eval-"))
-        try:
-            local = settings.model_copy(update={"kb": folder / "kb", "qdrant_url": None, "cache_dir": None})
-            with KnowledgeBase.open(settings=local) as temporary:
-                temporary.ingest([dataset], progress=ingest_progress)
-                records = _run(temporary, queries, strategy, k, progress, focus)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        knowledge = "leave-one-out"
-    return summarise(str(dataset), knowledge, strategy, k, records, time.perf_counter() - started)
+        return summarise(str(dataset), kb.store.location, strategy, k, records, time.perf_counter() - started)
+    folder = Path(tempfile.mkdtemp(prefix="kbengine-eval-"))
+    try:
+        local = settings.model_copy(update={"kb": folder / "kb", "qdrant_url": None, "cache_dir": None})
+        if examples is not None:
+            knowledge, normals, queries = split_examples(dataset, examples, references, categories, limit, split_seed)
+            sources = [write_knowledge(folder / "knowledge", knowledge, normals)]
+            name = f"{examples} example(s) per defect type, {references} normal reference(s) per category"
+        else:
+            queries, sources, name = seek_queries(dataset, categories, limit), [dataset], "leave-one-out"
+        with KnowledgeBase.open(settings=local) as temporary:
+            temporary.ingest(sources, progress=ingest_progress)
+            records = _run(temporary, queries, strategy, k, progress, focus)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return summarise(str(dataset), name, strategy, k, records, time.perf_counter() - started)
 
 
 def _run(
@@ -81,18 +142,33 @@ def _run(
     focus: bool | None = None,
 ) -> list[SeekEvalQuery]:
     records = []
-    for done, query in enumerate(queries):
+    for done, image in enumerate(queries):
         if progress:
-            progress(done, len(queries), str(query.path))
-        result = kb.seek(query.path, k=k, strategy=strategy, exclude_sources=[source_key(query.path)], focus=focus)
-        prediction = result.predicted_defect_type
+            progress(done, len(queries), str(image.path))
+        query = kb.query(image.path)
+        retrieved: dict[str, list[str]] = {}
+        predicted: dict[str, str | None] = {}
+        for key in KEYS:
+            try:
+                result = kb.seek(
+                    query, k=k, strategy=strategy, exclude_sources=[source_key(image.path)], focus=focus, key=key
+                )
+            except InvalidInputError:  # no region key for this query
+                continue
+            if key == "region" and not result.diagnostics.region.used:
+                continue
+            t = result.predicted_defect_type
+            retrieved[key] = [f"{h.category}/{h.defect_type}" for h in result.hits]
+            predicted[key] = f"{t.category}/{t.defect_type}" if t else None
         records.append(
             SeekEvalQuery(
-                path=str(query.path),
-                category=query.category,
-                defect_type=query.defect_type,
-                retrieved=[f"{h.category}/{h.defect_type}" for h in result.hits],
-                predicted_type=f"{prediction.category}/{prediction.defect_type}" if prediction else None,
+                path=str(image.path),
+                category=image.category,
+                defect_type=image.defect_type,
+                retrieved=retrieved["auto"],
+                predicted_type=predicted["auto"],
+                by_key=retrieved,
+                predicted_by_key=predicted,
             )
         )
     if progress:
@@ -100,27 +176,44 @@ def _run(
     return records
 
 
+def _truth(r: SeekEvalQuery) -> str:
+    return f"{r.category}/{r.defect_type}"
+
+
+def _rate(records: list[SeekEvalQuery], hit: Callable[[SeekEvalQuery], bool]) -> float:
+    return sum(1 for r in records if hit(r)) / len(records) if records else 0.0
+
+
+def _keys(records: list[SeekEvalQuery]) -> dict[str, KeyScore]:
+    scores = {}
+    for key in KEYS:
+        having = [r for r in records if key in r.by_key]
+        if not having:
+            continue
+        typed = [r for r in having if r.predicted_by_key.get(key) is not None]
+        scores[key] = KeyScore(
+            queries=len(having),
+            top1=_rate(having, lambda r, key=key: _truth(r) in r.by_key[key][:1]),  # type: ignore[misc]
+            top3=_rate(having, lambda r, key=key: _truth(r) in r.by_key[key][:3]),  # type: ignore[misc]
+            type_accuracy=_rate(typed, lambda r, key=key: r.predicted_by_key[key] == _truth(r)) if typed else None,  # type: ignore[misc]
+        )
+    return scores
+
+
 def _row(category: str, records: list[SeekEvalQuery]) -> SeekEvalRow:
-    n = len(records)
-
-    def rate(hit: Callable[[SeekEvalQuery], bool]) -> float:
-        return sum(1 for r in records if hit(r)) / n if n else 0.0
-
-    def truth(r: SeekEvalQuery) -> str:
-        return f"{r.category}/{r.defect_type}"
-
     def category_of(entry: str) -> str:
         return entry.split("/", 1)[0]
 
     typed = [r for r in records if r.predicted_type is not None]
     return SeekEvalRow(
         category=category,
-        queries=n,
-        top1=rate(lambda r: truth(r) in r.retrieved[:1]),
-        top3=rate(lambda r: truth(r) in r.retrieved[:3]),
-        category_top1=rate(lambda r: r.category in [category_of(e) for e in r.retrieved[:1]]),
-        category_top3=rate(lambda r: r.category in [category_of(e) for e in r.retrieved[:3]]),
-        type_accuracy=sum(1 for r in typed if r.predicted_type == truth(r)) / len(typed) if typed else None,
+        queries=len(records),
+        top1=_rate(records, lambda r: _truth(r) in r.retrieved[:1]),
+        top3=_rate(records, lambda r: _truth(r) in r.retrieved[:3]),
+        category_top1=_rate(records, lambda r: r.category in [category_of(e) for e in r.retrieved[:1]]),
+        category_top3=_rate(records, lambda r: r.category in [category_of(e) for e in r.retrieved[:3]]),
+        type_accuracy=_rate(typed, lambda r: r.predicted_type == _truth(r)) if typed else None,
+        keys=_keys(records),
     )
 
 

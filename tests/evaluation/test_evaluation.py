@@ -80,3 +80,21 @@ def test_datasets_that_cannot_be_evaluated(tmp_path: Path):
         seek_queries(tmp_path / "normal")
     result = CliRunner().invoke(app, ["eval", "seek", str(tmp_path / "flat")])
     assert result.exit_code != 0
+
+
+def test_examples_protocol_reports_every_key(material):
+    """--examples builds the knowledge from N images per type (+ references) and queries with the rest."""
+    report = eval_seek(
+        material["dataset"], Settings(encoder="packaged"), strategy="topk", k=3, examples=1, references=3
+    )
+    assert report.knowledge.startswith("1 example(s) per defect type, 3 normal reference(s)")
+    assert report.overall.queries == 4  # two images per type: one is knowledge, one queries
+    keys = report.overall.keys
+    assert set(keys) == {"auto", "global", "region"} and all(s.queries == 4 for s in keys.values())
+    assert keys["auto"].top1 == report.overall.top1 and keys["auto"].top3 == 1.0
+    assert all(set(q.by_key) == {"auto", "global", "region"} for q in report.queries)
+    no_references = eval_seek(material["dataset"], Settings(encoder="packaged"), k=3, examples=1, references=0)
+    assert set(no_references.overall.keys) == {"auto", "global"}  # no references, no region key
+    assert no_references.overall.keys["auto"] == no_references.overall.keys["global"]
+    with pytest.raises(InvalidInputError, match="none left to query with"):
+        eval_seek(material["dataset"], Settings(encoder="packaged"), examples=2)

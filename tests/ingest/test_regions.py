@@ -161,7 +161,7 @@ def test_seek_uses_the_region_key_where_there_are_references_and_falls_back_else
         region = tile.diagnostics.region
         assert region.used and region.category == "tile" and not region.category_inferred and region.references == 6
         assert [p.name for p in tile.diagnostics.pipelines] == ["region>region", "image>image"]
-        assert [p.weight for p in tile.diagnostics.pipelines] == [2.0, 1.0]
+        assert [p.weight for p in tile.diagnostics.pipelines] == [1.0, 1.0]
         assert "region>region" in tile.hits[0].pipeline_scores
         assert tile.predicted_defect_type is not None and tile.predicted_defect_type.key == "region+global"
         inferred = kb.seek(synth.sample("tile", "stain", 77_501, SIZE)[0], k=2)

@@ -1,8 +1,8 @@
 """Ingest benchmark: N generated catalogue pages (render + figures + text, embedded with the
 packaged encoder, upserted into the embedded store); prints pages/s, peak RSS and store size.
 
-    python benchmarks/ingest.py                # N = 100 and 1000, each in a fresh process
-    python benchmarks/ingest.py --pages 100 --repeat 3
+    python benchmarks/ingest_rate.py                # N = 100 and 1000, each in a fresh process
+    python benchmarks/ingest_rate.py --pages 100 --repeat 3
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.cards import load_card
+from ingest.labels import Labeler
 from ingest.pdf import pdf_unit
 from ingest.units import LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
 from kbengine.core.datasets import image_files, is_mvtec_category, source_key
@@ -121,23 +122,27 @@ def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Itera
             yield image_unit(image_path, doc, settings)
 
 
-def discover(paths: list[Path], overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+def discover(
+    paths: list[Path], overrides: Overrides, settings: Settings, labeler: Labeler | None = None
+) -> Iterator[SourceUnit | Skipped]:
     """Yield units for ``paths`` and what was skipped or refused on the way."""
     for path in paths:
         if not path.exists() and not path.is_symlink():
             yield Skipped(str(path), "no such file or folder", failure=True)
         elif path.is_file():
-            yield from _file(path, overrides, settings, explicit=True)
+            yield from _file(path, overrides, settings, explicit=True, labeler=labeler)
         elif path.is_dir():
-            yield from _walk(path, overrides, settings)
+            yield from _walk(path, overrides, settings, labeler)
         else:
             yield Skipped(str(path), "broken symlink or not a regular file", failure=True)
 
 
-def _file(path: Path, overrides: Overrides, settings: Settings, explicit: bool) -> Iterator[SourceUnit | Skipped]:
+def _file(
+    path: Path, overrides: Overrides, settings: Settings, explicit: bool, labeler: Labeler | None = None
+) -> Iterator[SourceUnit | Skipped]:
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        yield pdf_unit(path, source_key(path), overrides, settings)
+        yield pdf_unit(path, source_key(path), overrides, settings, labeler)
     elif suffix in IMAGE_SUFFIXES and explicit:
         yield folder_unit_for_file(path, overrides, settings)
     elif explicit:
@@ -159,7 +164,9 @@ def folder_unit_for_file(path: Path, overrides: Overrides, settings: Settings) -
     return image_unit(path, doc, settings)
 
 
-def _walk(root: Path, overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+def _walk(
+    root: Path, overrides: Overrides, settings: Settings, labeler: Labeler | None = None
+) -> Iterator[SourceUnit | Skipped]:
     seen: set[str] = set()
     stack = [root]
     while stack:
@@ -188,7 +195,7 @@ def _walk(root: Path, overrides: Overrides, settings: Settings) -> Iterator[Sour
                 if suffix in IMAGE_SUFFIXES:
                     images.append(entry)
                 elif suffix == ".pdf":
-                    yield from _file(entry, overrides, settings, explicit=False)
+                    yield from _file(entry, overrides, settings, explicit=False, labeler=labeler)
                 elif entry.name in CARD_NAMES or suffix in SIDECAR_SUFFIXES:
                     continue
                 else:

@@ -1,8 +1,10 @@
-"""PDF knowledge documents (pymupdf): every page is rendered (page lock), its embedded images are
-taken out (figure locks) and its text becomes text locks. Page metadata comes, in order of
-precedence, from CLI options, the sidecar ``<file>.yaml``, the page's own headings
-(``Category: x`` / ``Defect type: y`` lines, ``Description`` / ``Causes`` ... section headings),
-and otherwise continues the previous page's (a defect entry may span pages)."""
+"""PDF knowledge documents (pymupdf): one document per *section* of the PDF (its outline, its
+headings, the rows of a defect table; ``ingest.pdf_structure``). Each section gets its page area
+rendered (page locks), its figures taken out with their captions (figure locks) and its text
+(text locks), split into the paper's text sections by paragraph headings in common wordings
+("Root cause", "Impact", ...). Labels come, in order of precedence, from CLI options, the sidecar
+``<file>.yaml``, ``Category:`` / ``Defect type:`` lines, then the taxonomy and inference
+(``ingest.labels``); every label records its source and confidence."""
 
 from __future__ import annotations
 
@@ -14,43 +16,16 @@ import pymupdf
 from PIL import Image
 
 from ingest.cards import Sidecar, load_sidecar, sidecar_path
-from ingest.units import LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
+from ingest.labels import Evidence, Labeler
+from ingest.pdf_structure import Figure, Section, Structure, paragraph_heading, read_structure
+from ingest.units import LockItem, Overrides, SourceUnit, doc_id, text_items
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import to_rgb
-from kbengine.core.schemas import KnowledgeDocument, TextSections
+from kbengine.core.schemas import KnowledgeDocument, Labels, LabelSource, TextSections
 from kbengine.core.settings import Settings
-from kbengine.core.vocabulary import DEFAULT_DOMAIN, SECTION_NAMES, UNSPECIFIED_TYPE, normalise_name, section_pattern
+from kbengine.core.vocabulary import DEFAULT_DOMAIN, SECTION_NAMES, UNSPECIFIED_TYPE, normalise_name
 
 _META = re.compile(r"^\s*(domain|category|defect[ _-]?type)\s*[:\-\u2013]\s*(.+?)\s*$", re.IGNORECASE)
-_SECTION = re.compile(rf"^\s*({section_pattern()})\s*:?\s*(.*)$", re.IGNORECASE)
-
-
-def parse_page_text(text: str) -> tuple[dict[str, str], str | None, TextSections | None]:
-    """Headings of one page: metadata fields, a title (first other line) and sections, if any."""
-    meta: dict[str, str] = {}
-    title: str | None = None
-    sections: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        m = _META.match(line)
-        if m:
-            key = "defect_type" if m.group(1).lower().startswith("defect") else m.group(1).lower()
-            meta[key] = m.group(2)
-            continue
-        s = _SECTION.match(line)
-        if s and (line.strip().endswith(":") or ":" in line or line.strip().lower() == s.group(1).lower()):
-            current = s.group(1).lower().replace(" ", "_")
-            if s.group(2).strip():
-                sections.setdefault(current, []).append(s.group(2).strip())
-            continue
-        if current:
-            sections.setdefault(current, []).append(line.strip())
-        elif title is None:
-            title = line.strip()
-    parsed = {k: " ".join(v) for k, v in sections.items() if k in SECTION_NAMES}
-    return meta, title, TextSections(**parsed) if parsed else None
 
 
 def open_pdf(path: Path, settings: Settings) -> pymupdf.Document:
@@ -83,90 +58,183 @@ def open_pdf(path: Path, settings: Settings) -> pymupdf.Document:
     return document
 
 
-def pdf_unit(path: Path, key: str, overrides: Overrides, settings: Settings) -> SourceUnit:
+def pdf_unit(
+    path: Path, key: str, overrides: Overrides, settings: Settings, labeler: Labeler | None = None
+) -> SourceUnit:
     sidecar_file = sidecar_path(path)
     files = [path] + ([sidecar_file] if sidecar_file else [])
+    labels = labeler or Labeler()
 
     def parts() -> Iterator[LockItem]:
         sidecar = load_sidecar(sidecar_file) if sidecar_file else None
         document = open_pdf(path, settings)
         try:
-            yield from _pages(document, path, key, overrides, sidecar, settings)
+            yield from _sections(document, path, key, overrides, sidecar, settings, labels)
         finally:
             document.close()
 
-    return SourceUnit(key=key, kind="pdf", files=files, parts=parts, extra=f"dpi={settings.render_dpi}")
+    extra = f"dpi={settings.render_dpi}|structure={STRUCTURE_VERSION}|{labels.fingerprint}"
+    return SourceUnit(key=key, kind="pdf", files=files, parts=parts, extra=extra)
 
 
-def _pages(
+STRUCTURE_VERSION = "1"
+MAX_PAGE_LOCKS = 3
+"""A section over more pages is represented by the page images of its first three."""
+
+
+def section_text(lines: list[str]) -> tuple[dict[str, str], TextSections]:
+    """``Category:``-style metadata lines, and the text sections: lines under a paragraph heading
+    ("Root cause", "Impact: ...") go to that section, the others to the description."""
+    meta: dict[str, str] = {}
+    parts: dict[str, list[str]] = {}
+    current = "description"
+    for line in lines:
+        m = _META.match(line)
+        if m:
+            key = "defect_type" if m.group(1).lower().startswith("defect") else m.group(1).lower()
+            meta[key] = m.group(2)
+            continue
+        heading = paragraph_heading(line)
+        if heading is not None:
+            current, rest = heading
+            if rest:
+                parts.setdefault(current, []).append(rest)
+            continue
+        parts.setdefault(current, []).append(line.strip())
+    return meta, TextSections(**{k: " ".join(v).strip() for k, v in parts.items() if k in SECTION_NAMES})
+
+
+def _sections(
     document: pymupdf.Document,
     path: Path,
     key: str,
     overrides: Overrides,
     sidecar: Sidecar | None,
     settings: Settings,
+    labeler: Labeler,
 ) -> Iterator[LockItem]:
-    previous: dict[str, str] = {}
+    try:
+        named = set(sidecar.pages) if sidecar else set()
+        structure = read_structure(document, settings.min_figure_side, named)
+    except Exception as e:
+        raise InvalidInputError(f"{path}: its pages cannot be read ({e})") from e
+    renders: dict[tuple[int, tuple[float, ...]], tuple[Image.Image, bytes]] = {}
     seen_xrefs: set[int] = set()
-    for index in range(document.page_count):
-        number = index + 1
-        try:
-            page = document[index]
-            text = page.get_text()
-            pixmap = page.get_pixmap(dpi=settings.render_dpi, alpha=False)
-        except Exception as e:
-            raise InvalidInputError(f"{path}: page {number} cannot be read ({e})") from e
-        meta, title, sections = parse_page_text(text)
-        spec = sidecar.pages.get(number) if sidecar else None
-        fields: dict[str, str | None] = {}
-        for name in ("domain", "category", "defect_type"):
-            fields[name] = (
-                getattr(overrides, name)
-                or getattr(spec, name, None)
-                or (getattr(sidecar, name) if sidecar else None)
-                or meta.get(name)
-                or previous.get(name)
-            )
-        domain = fields["domain"] or DEFAULT_DOMAIN
-        category = normalise_name(fields["category"] or path.stem)
-        defect_type = normalise_name(fields["defect_type"] or UNSPECIFIED_TYPE)
-        continued = bool(previous) and not meta and spec is None
-        doc_title = (spec.title if spec and spec.title else None) or title or make_title(category, defect_type)
-        if continued:
-            doc_title = previous.get("title", doc_title)
-        doc_sections = (spec.sections if spec and spec.sections else None) or sections or TextSections()
-        previous = {"domain": domain, "category": category, "defect_type": defect_type, "title": doc_title}
-        doc = KnowledgeDocument(
-            doc_id=doc_id(key, f"page:{number}"),
-            domain=domain,
-            category=category,
-            defect_type=defect_type,
-            title=doc_title,
-            sections=doc_sections,
-            source=key,
-            page=number,
+    for index, section in enumerate(structure.sections):
+        first_page = min(section.pages) if section.pages else 1
+        figures: list[tuple[Figure, tuple[Image.Image, bytes, str]]] = []
+        for figure in section.figures:
+            found = _figure(document, figure.xref, settings) if figure.xref not in seen_xrefs else None
+            if found is not None:
+                figures.append((figure, found))
+                seen_xrefs.add(figure.xref)
+        doc = _document(
+            structure, section, index, path, key, overrides, sidecar, labeler, [im for _, (im, _, _) in figures]
         )
-        png = pixmap.tobytes("png")
-        render = Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples)
-        yield LockItem(doc=doc, kind="page", locator=f"page:{number}", image=render, image_bytes=png, page=number)
-        for figure_index, info in enumerate(page.get_images(full=True)):
-            xref = info[0]
-            if xref in seen_xrefs:
-                continue
-            seen_xrefs.add(xref)
-            figure = _figure(document, xref, settings)
-            if figure is not None:
-                image, data, suffix = figure
-                yield LockItem(
-                    doc=doc,
-                    kind="figure",
-                    locator=f"page:{number}:figure:{figure_index}",
-                    image=image,
-                    image_bytes=data,
-                    image_suffix=suffix,
-                    page=number,
-                )
-        yield from text_items(doc, settings.text_chunk_chars, page=number, raw=text)
+        for number in sorted(section.pages)[:MAX_PAGE_LOCKS]:
+            clip = _clip(document[number - 1], section, number)
+            cache_key = (number, tuple(round(v, 1) for v in clip))
+            if cache_key not in renders:
+                renders[cache_key] = _render(document, path, number, clip, settings)
+            image, png = renders[cache_key]
+            yield LockItem(doc=doc, kind="page", locator=f"page:{number}:section:{index}", image=image,
+                           image_bytes=png, page=number)  # fmt: skip
+        for (figure, (image, data, suffix)), k in zip(figures, range(len(figures)), strict=True):
+            yield LockItem(
+                doc=doc,
+                kind="figure",
+                locator=f"page:{figure.page}:figure:{figure.xref}:{k}",
+                image=image,
+                image_bytes=data,
+                image_suffix=suffix,
+                text=figure.caption,
+                page=figure.page,
+            )
+        yield from text_items(doc, settings.text_chunk_chars, page=first_page, raw=section.text)
+
+
+def _document(
+    structure: Structure,
+    section: Section,
+    index: int,
+    path: Path,
+    key: str,
+    overrides: Overrides,
+    sidecar: Sidecar | None,
+    labeler: Labeler,
+    figures: list[Image.Image],
+) -> KnowledgeDocument:
+    """The section as a knowledge document, labelled (see ``ingest.labels`` for the order)."""
+    first_page = min(section.pages) if section.pages else 1
+    meta, sections = section_text([line.text for line in section.lines])
+    spec = sidecar.pages.get(first_page) if sidecar else None
+    chosen: dict[str, tuple[str, LabelSource]] = {}
+    for name in ("domain", "category", "defect_type"):
+        for value, source in (
+            (getattr(overrides, name), "option"),
+            (getattr(spec, name, None), "sidecar"),
+            (getattr(sidecar, name, None) if sidecar else None, "sidecar"),
+            (meta.get(name), "line"),
+        ):
+            if value:
+                chosen[name] = (str(value), LabelSource(source=source))
+                break
+    scan = section.heading_source == "scan"
+    evidence = Evidence(
+        heading=section.title or "",
+        context=[*section.parents, *([structure.title] if structure.title else [])],
+        captions=[f.caption for f in section.figures if f.caption],
+        body=section.text,
+    )
+    if "category" not in chosen and not scan:
+        found = labeler.category(evidence)
+        if found is not None:
+            chosen["category"] = found
+    if "defect_type" not in chosen and not scan:
+        found = labeler.defect_type(
+            evidence, figures, normalise_name(chosen["category"][0]) if "category" in chosen else None
+        )
+        if found is not None:
+            chosen["defect_type"] = found
+    category, category_source = chosen.get("category", (path.stem, LabelSource(source="file name", confidence=0.0)))
+    defect_type, type_source = chosen.get(
+        "defect_type", (UNSPECIFIED_TYPE, LabelSource(source="scan" if scan else "default", confidence=0.0))
+    )
+    category, defect_type = normalise_name(category), normalise_name(defect_type)
+    title = (spec.title if spec and spec.title else None) or section.title
+    if not title:
+        title = f"{structure.title or path.stem}, page {first_page}" if scan or not structure.title else structure.title
+    return KnowledgeDocument(
+        doc_id=doc_id(key, f"section:{index}"),
+        domain=chosen["domain"][0] if "domain" in chosen else DEFAULT_DOMAIN,
+        category=category,
+        defect_type=defect_type,
+        title=title,
+        sections=(spec.sections if spec and spec.sections else None) or sections,
+        source=key,
+        page=first_page,
+        labels=Labels(category=category_source, defect_type=type_source),
+    )
+
+
+def _clip(page: pymupdf.Page, section: Section, number: int) -> tuple[float, float, float, float]:
+    """The section's area of the page, full page width (a whole page for a scan or a lone section)."""
+    full = page.rect
+    area = section.clips.get(number)
+    if area is None or section.heading_source in ("scan", "page"):
+        return (full.x0, full.y0, full.x1, full.y1)
+    return (full.x0, max(full.y0, area[1] - 12), full.x1, min(full.y1, area[3] + 12))
+
+
+def _render(
+    document: pymupdf.Document, path: Path, number: int, clip: tuple[float, float, float, float], settings: Settings
+) -> tuple[Image.Image, bytes]:
+    try:
+        pixmap = document[number - 1].get_pixmap(dpi=settings.render_dpi, alpha=False, clip=pymupdf.Rect(clip))
+    except Exception as e:
+        raise InvalidInputError(f"{path}: page {number} cannot be rendered ({e})") from e
+    image = Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples)
+    return image, pixmap.tobytes("png")
 
 
 def _figure(document: pymupdf.Document, xref: int, settings: Settings) -> tuple[Image.Image, bytes, str] | None:

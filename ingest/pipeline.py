@@ -18,13 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from ingest.discover import Skipped, discover
+from ingest.labels import TAXONOMY_FILE, Labeler, Taxonomy, load_taxonomy
 from ingest.regions import update_regions
 from ingest.units import NAMESPACE, LockItem, Overrides, SourceUnit, lock_id, lock_sha
 from kbengine.core.banks.references import ReferenceBanks
 from kbengine.core.banks.region import region_dim
 from kbengine.core.encoders import Encoder
 from kbengine.core.errors import InvalidInputError
-from kbengine.core.schemas import SOURCE_KIND, FileFailure, IngestReport, LockPayload, SourceMarker, SourceReport
+from kbengine.core.schemas import (
+    SOURCE_KIND,
+    DocumentPreview,
+    FigurePreview,
+    FileFailure,
+    IngestReport,
+    LockPayload,
+    SourceMarker,
+    SourceReport,
+    UnlabeledDocument,
+)
 from kbengine.core.settings import Settings
 from kbengine.core.store import Store, StorePoint, Where
 
@@ -46,6 +57,50 @@ class _StopIngest(Exception):
     pass
 
 
+def _preview(previews: dict[str, DocumentPreview], item: LockItem) -> None:
+    """Add ``item`` to its document's preview."""
+    doc = item.doc
+    preview = previews.get(doc.doc_id)
+    if preview is None:
+        preview = previews[doc.doc_id] = DocumentPreview(
+            source=doc.source,
+            title=doc.title,
+            domain=doc.domain,
+            category=doc.category,
+            defect_type=doc.defect_type,
+            labels=doc.labels,
+            sections=[name for name, _ in doc.sections.items_nonempty()],
+        )
+    if item.page is not None and item.page not in preview.pages:
+        preview.pages.append(item.page)
+    if item.kind == "figure":
+        preview.figures.append(FigurePreview(page=item.page, caption=item.text))
+    elif item.kind == "image":
+        preview.photos += 1
+    elif item.kind == "text":
+        preview.text_locks += 1
+
+
+def unlabeled(preview: DocumentPreview) -> UnlabeledDocument | None:
+    """A report entry for a document whose labels nothing decided (inferred labels only)."""
+    labels = preview.labels
+    if labels is None:
+        return None
+    missing = [name for name, source in (("category", labels.category), ("defect type", labels.defect_type))
+               if source.source in ("file name", "default", "scan")]  # fmt: skip
+    if not missing:
+        return None
+    scan = labels.defect_type.source == "scan"
+    hint = (
+        "a page without a text layer (a scan): label it in a sidecar (<file>.yaml, pages: {N: {...}})"
+        if scan
+        else "name it in a taxonomy (--taxonomy FILE: categories/defect_types with synonyms), a sidecar, "
+        "or --category/--defect-type"
+    )
+    page = min(preview.pages) if preview.pages else None
+    return UnlabeledDocument(source=preview.source, page=page, title=preview.title, missing=missing, hint=hint)
+
+
 class Ingestor:
     """Writes knowledge into the store. One instance per knowledge base."""
 
@@ -57,19 +112,55 @@ class Ingestor:
         self.settings = settings
         self.batch_size = settings.batch_size
 
+    def labeler(self, taxonomy: Taxonomy | None) -> Labeler:
+        """Labels for documents without them: the taxonomy given, else ``<kb>/taxonomy.yaml``, and
+        what the knowledge base already holds."""
+        if taxonomy is None and self.settings.taxonomy is not None:
+            taxonomy = load_taxonomy(self.settings.taxonomy)
+        if taxonomy is None and (self.settings.kb / TAXONOMY_FILE).is_file() and self.settings.qdrant_url is None:
+            taxonomy = load_taxonomy(self.settings.kb / TAXONOMY_FILE)
+        return Labeler(taxonomy, self.store, self.encoder)
+
+    def preview(
+        self, paths: Iterable[str | Path], overrides: Overrides | None = None, taxonomy: Taxonomy | None = None
+    ) -> IngestReport:
+        """What ``ingest`` would store, document by document, writing nothing."""
+        started = time.perf_counter()
+        overrides = overrides or Overrides()
+        report = IngestReport(encoder=self.encoder.identity.name, dry_run=True)
+        previews: dict[str, DocumentPreview] = {}
+        for entry in discover([Path(p) for p in paths], overrides, self.settings, self.labeler(taxonomy)):
+            if isinstance(entry, Skipped):
+                if entry.failure:
+                    report.failed.append(FileFailure(path=entry.path, reason=entry.reason))
+                continue
+            try:
+                for item in entry.parts():
+                    _preview(previews, item)
+            except InvalidInputError as e:
+                report.failed.append(FileFailure(path=entry.key, reason=str(e).removeprefix(f"{entry.key}: ")))
+        report.preview = list(previews.values())
+        report.documents = len(previews)
+        report.unlabeled = [u for p in report.preview if (u := unlabeled(p)) is not None]
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
+
     def ingest(
         self,
         paths: Iterable[str | Path],
         overrides: Overrides | None = None,
         strict: bool = False,
         progress: Progress | None = None,
+        taxonomy: Taxonomy | None = None,
     ) -> IngestReport:
         started = time.perf_counter()
         overrides = overrides or Overrides()
+        labeler = self.labeler(taxonomy)
         self.store.ensure_collection(self.encoder.identity, region_dim(self.encoder))
         report = IngestReport(encoder=self.encoder.identity.name)
         options = overrides.model_dump_json() + f"|chunk={self.settings.text_chunk_chars}"
-        found = list(discover([Path(p) for p in paths], overrides, self.settings))
+        found = list(discover([Path(p) for p in paths], overrides, self.settings, labeler))
+        self._labels: dict[str, DocumentPreview] = {}
         self._pending: list[tuple[_InFlight, LockItem]] = []
         self._pending_images = 0
         self._report = report
@@ -92,6 +183,7 @@ class Ingestor:
             self.store.finish_writes()
             if progress:
                 progress(len(found), len(found), "")
+        report.unlabeled = [u for p in self._labels.values() if (u := unlabeled(p)) is not None]
         report.seconds = round(time.perf_counter() - started, 3)
         if strict and report.failed:
             first = report.failed[0]
@@ -140,6 +232,8 @@ class Ingestor:
                 flight.outstanding += 1
                 flight.locks += 1
                 flight.doc_ids.add(item.doc.doc_id)
+                if item.doc.labels is not None:
+                    _preview(self._labels, item)
                 self._pending.append((flight, item))
                 self._pending_images += item.kind != "text"
                 if self._pending_images >= self.batch_size or len(self._pending) >= 8 * self.batch_size:

@@ -108,14 +108,24 @@ class KnowledgeBase:
         defect_type: str | None = None,
         strict: bool = False,
         progress: Any = None,
+        taxonomy: str | Path | None = None,
+        dry_run: bool = False,
     ) -> IngestReport:
-        """Ingest PDFs, document folders, image folders and MVTec-layout datasets."""
+        """Ingest PDFs, document folders, image folders and MVTec-layout datasets.
+
+        ``taxonomy``: a file of categories and defect types with synonyms that labels PDF sections
+        without labels of their own (default ``<kb>/taxonomy.yaml``). ``dry_run``: report the
+        documents, their labels and where each label came from, writing nothing."""
         from ingest import Ingestor, Overrides
+        from ingest.labels import load_taxonomy
 
         items: Iterable[str | Path] = [paths] if isinstance(paths, str | Path) else paths
         ingestor = Ingestor(self.store, self.encoder, self.banks, self.settings)
         options = Overrides(domain=domain, category=category, defect_type=defect_type)
-        report = ingestor.ingest(items, options, strict=strict, progress=progress)
+        words = load_taxonomy(Path(taxonomy)) if taxonomy is not None else None
+        if dry_run:
+            return ingestor.preview(items, options, words)
+        report = ingestor.ingest(items, options, strict=strict, progress=progress, taxonomy=words)
         self.identity = self.encoder.identity
         if self._types is not None:
             self._types.invalidate()

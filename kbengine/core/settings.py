@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     min_figure_side: int = Field(32, description="Embedded PDF images smaller than this are skipped.")
     text_chunk_chars: int = Field(800, ge=100, description="Text locks hold at most this many characters.")
+    taxonomy: Path | None = Field(
+        None, description="Categories and defect types with synonyms, to label documents (default <kb>/taxonomy.yaml)."
+    )
 
     # Seek (Q2K retrieval)
     seek_candidates: int = Field(256, ge=1, description="Candidate locks (M) each retrieval pipeline asks for.")

@@ -30,11 +30,6 @@ def section_heading(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def section_pattern() -> str:
-    """A regex alternation matching any section heading's words (``production scenarios`` ...)."""
-    return "|".join(name.replace("_", " ") for name in SECTION_NAMES)
-
-
 def normalise_name(value: str) -> str:
     """Normalise a category or defect type: lower case, words joined by underscores."""
     return re.sub(r"[\s\-]+", "_", value.strip().lower())

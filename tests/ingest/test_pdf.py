@@ -8,7 +8,7 @@ import pymupdf
 import yaml
 from PIL import Image
 
-from ingest.pdf import parse_page_text
+from ingest.pdf import section_text
 
 
 def _pdf(path, pages):
@@ -24,15 +24,14 @@ def _pdf(path, pages):
     return path
 
 
-def test_headings_give_metadata_title_and_sections():
-    meta, title, sections = parse_page_text(
-        "Bottle: broken rim\nCategory: bottle\nDefect type: broken large\nDescription: The rim is chipped.\n"
-        "Causes:\nimpact during transport\nConsequences: leaks\n"
+def test_headings_give_metadata_and_sections():
+    meta, sections = section_text(
+        "Category: bottle\nDefect type: broken large\nDescription: The rim is chipped.\n"
+        "Causes:\nimpact during transport\nConsequences: leaks\nRoot cause\nworn moulds\nImpact: rejects".splitlines()
     )
     assert meta == {"category": "bottle", "defect_type": "broken large"}
-    assert title == "Bottle: broken rim"
-    assert sections is not None and sections.causes == "impact during transport"
-    assert sections.description == "The rim is chipped." and sections.consequences == "leaks"
+    assert sections.causes == "impact during transport worn moulds"  # "Root cause" is a causes heading too
+    assert sections.description == "The rim is chipped." and sections.consequences == "leaks rejects"
 
 
 def test_catalogue_pages_figures_and_text(make_kb, material):

@@ -9,6 +9,8 @@ from kbengine.core.schemas.documents import (
     SOURCE_KIND,
     CollectionMeta,
     KnowledgeDocument,
+    Labels,
+    LabelSource,
     LockKind,
     LockLabel,
     LockPayload,
@@ -16,7 +18,16 @@ from kbengine.core.schemas.documents import (
     SourceMarker,
     TextSections,
 )
-from kbengine.core.schemas.ingest import CategoryInfo, FileFailure, IngestReport, KBInfo, SourceReport
+from kbengine.core.schemas.ingest import (
+    CategoryInfo,
+    DocumentPreview,
+    FigurePreview,
+    FileFailure,
+    IngestReport,
+    KBInfo,
+    SourceReport,
+    UnlabeledDocument,
+)
 from kbengine.core.schemas.seek import (
     ClusterStat,
     LockMatch,
@@ -38,11 +49,15 @@ __all__ = [
     "ClusterStat",
     "CollectionMeta",
     "Detection",
+    "DocumentPreview",
     "Evidence",
+    "FigurePreview",
     "FileFailure",
     "IngestReport",
     "KBInfo",
     "KnowledgeDocument",
+    "LabelSource",
+    "Labels",
     "LockKind",
     "LockLabel",
     "LockMatch",
@@ -60,4 +75,5 @@ __all__ = [
     "TextSections",
     "TypePrediction",
     "TypeScore",
+    "UnlabeledDocument",
 ]

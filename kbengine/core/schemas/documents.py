@@ -51,6 +51,23 @@ if tuple(TextSections.model_fields) != SECTION_NAMES:  # pragma: no cover - a gu
     raise RuntimeError("TextSections must have exactly the fields of vocabulary.SECTION_NAMES, in order")
 
 
+class LabelSource(BaseModel):
+    """Where a label came from and how sure it is (``ingest.labels`` lists the sources)."""
+
+    source: str = Field(
+        description="option | sidecar | line | card | folder | taxonomy | knowledge base | text embedding | "
+        "figure | file name | default"
+    )
+    confidence: float = Field(1.0, ge=0.0, le=1.0)
+
+
+class Labels(BaseModel):
+    """The provenance of a document's category and defect type."""
+
+    category: LabelSource = Field(default_factory=lambda: LabelSource(source="default"))
+    defect_type: LabelSource = Field(default_factory=lambda: LabelSource(source="default"))
+
+
 class KnowledgeDocument(BaseModel):
     """One (domain, category, defect type) entry, or a normal reference (defect type ``good``)."""
 
@@ -61,14 +78,15 @@ class KnowledgeDocument(BaseModel):
     title: str
     sections: TextSections = Field(default_factory=TextSections)
     source: str = Field(description="The file or folder it came from.")
-    page: int | None = Field(None, description="1-based PDF page number, when it is a page.")
+    page: int | None = Field(None, description="1-based PDF page number, when it is a page (its first page).")
+    labels: Labels | None = Field(None, description="Where category and defect type came from, when inferred.")
 
     @property
     def is_normal(self) -> bool:
         return self.defect_type == NORMAL_TYPE
 
 
-DOCUMENT_LABELS = {"doc_id", "domain", "category", "defect_type", "title", "sections"}
+DOCUMENT_LABELS = {"doc_id", "domain", "category", "defect_type", "title", "sections", "labels"}
 """The fields a lock payload copies from its document under the same names."""
 
 
@@ -107,6 +125,7 @@ class LockPayload(LockLabel):
 
     title: str
     sections: TextSections = Field(default_factory=TextSections)
+    labels: Labels | None = None
     doc_source: str = Field(description="The document's file or folder (``KnowledgeDocument.source``).")
     source: str = Field(description="The source unit (file) whose ingest wrote the lock.")
     source_sha: str = Field(description="That unit's fingerprint when the lock was written.")

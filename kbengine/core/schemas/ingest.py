@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from kbengine.core.schemas.documents import Labels
+
 
 class FileFailure(BaseModel):
     path: str
@@ -18,6 +20,37 @@ class SourceReport(BaseModel):
     documents: int = 0
     locks: int = 0
     reason: str | None = None
+
+
+class FigurePreview(BaseModel):
+    page: int | None = None
+    caption: str | None = None
+
+
+class DocumentPreview(BaseModel):
+    """What one knowledge document would be (``ingest --dry-run``)."""
+
+    source: str
+    title: str
+    pages: list[int] = Field(default_factory=list)
+    domain: str
+    category: str
+    defect_type: str
+    labels: Labels | None = None
+    figures: list[FigurePreview] = Field(default_factory=list)
+    photos: int = 0
+    sections: list[str] = Field(default_factory=list, description="Its non-empty text sections.")
+    text_locks: int = 0
+
+
+class UnlabeledDocument(BaseModel):
+    """A document whose category or defect type nothing decided."""
+
+    source: str
+    page: int | None = None
+    title: str
+    missing: list[str] = Field(description="'category' (it fell back to the file name) and/or 'defect type'.")
+    hint: str
 
 
 class IngestReport(BaseModel):
@@ -38,6 +71,11 @@ class IngestReport(BaseModel):
     without_references: list[str] = Field(
         default_factory=list, description="Categories with defect examples but no normal references: no region locks."
     )
+    unlabeled: list[UnlabeledDocument] = Field(
+        default_factory=list, description="Documents whose category or defect type could not be told."
+    )
+    dry_run: bool = False
+    preview: list[DocumentPreview] = Field(default_factory=list, description="With dry_run: what would go in.")
     notes: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 

@@ -155,7 +155,11 @@ def _reading_order(lines: list[Line], width: float) -> list[Line]:
     left = [ln for ln in lines if ln.bbox[2] <= middle + 5]
     right = [ln for ln in lines if ln.bbox[0] >= middle - 5]
     spanning = [ln for ln in lines if ln not in left and ln not in right]
-    two_columns = len(left) >= 2 and len(right) >= 2
+    # captions under a row of photos are no column of text: only other lines decide
+    two_columns = (
+        sum(1 for ln in left if not CAPTION.match(ln.text)) >= 2
+        and sum(1 for ln in right if not CAPTION.match(ln.text)) >= 2
+    )
     if not two_columns:
         return sorted(lines, key=lambda ln: (round(ln.bbox[1], 1), ln.bbox[0]))
     top = min((ln.bbox[1] for ln in left + right), default=0.0)
@@ -296,8 +300,11 @@ def read_structure(
     figures: list[Figure] = []
     tables: list[tuple[int, tuple[float, float, float, float], list[Section]]] = []
     scans: list[Section] = []
+    middles: dict[int, float] = {}
     for number, page in enumerate(pages, 1):
         page_lines = _page_lines(page, number)
+        if any(ln.column for ln in page_lines):
+            middles[number] = page.rect.width / 2
         page_figures = _figures(page, number, page_lines, min_figure_side)
         for area, rows in _tables(page, number):
             tables.append((number, area, rows))
@@ -367,7 +374,7 @@ def read_structure(
         current.lines.append(ln)
         current.touch(ln.page, ln.bbox)
     for figure in figures:
-        owner = _owner(sections, figure)
+        owner = _owner(sections, figure, middles)
         if owner is None:
             owner = Section(title=None, heading_source="page")
             sections.append(owner)
@@ -404,20 +411,23 @@ def _position(section: Section) -> tuple[int, int, float]:
     return page, column, clip[1]
 
 
-def _owner(sections: list[Section], figure: Figure) -> Section | None:
+def _owner(sections: list[Section], figure: Figure, middles: dict[int, float]) -> Section | None:
     """The section the figure sits in: on its page, the latest-starting section above it in its
-    column; else the section running over from an earlier page."""
-    x0, y0, x1, _ = figure.bbox
+    column (``middles``: the pages set in two columns, and where they divide); else the section
+    running over from an earlier page."""
+    y0 = figure.bbox[1]
+    middle = middles.get(figure.page)
+    column = 0 if middle is None or figure.bbox[0] < middle - 5 else 1
     best: tuple[float, Section] | None = None
     running: Section | None = None
     for section in sections:
+        if section.pages and min(section.pages) < figure.page:
+            running = section
         clip = section.clips.get(figure.page)
-        if clip is None or min(section.pages) < figure.page:
-            if section.pages and min(section.pages) < figure.page:
-                running = section
-            if clip is None:
-                continue
-        overlaps = clip[0] < x1 and clip[2] > x0
-        if overlaps and clip[1] <= y0 + 1 and (best is None or clip[1] >= best[0]):
+        if clip is None:
+            continue
+        columns = {ln.column for ln in section.lines if ln.page == figure.page} or {0 if middle is None else
+                   (0 if clip[0] < middle - 5 else 1)}  # fmt: skip
+        if column in columns and clip[1] <= y0 + 1 and (best is None or clip[1] >= best[0]):
             best = (clip[1], section)
     return best[1] if best else running

@@ -31,6 +31,17 @@ def ingest(
     category: Annotated[str | None, typer.Option(help="Category for all documents (overrides cards/headings).")] = None,
     defect_type: Annotated[str | None, typer.Option(help="Defect type for all documents.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first file that fails.")] = False,
+    taxonomy: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML of categories and defect types with synonyms (categories: {name: [synonyms]}, "
+            "defect_types: {name: [synonyms]}) to label PDF sections; default <kb>/taxonomy.yaml."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show the documents, their labels and where each came from; write nothing."),
+    ] = False,
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
@@ -42,7 +53,14 @@ def ingest(
         bar, update = progress_bar("ingesting")
         with bar:
             report = kb.ingest(
-                paths, domain=domain, category=category, defect_type=defect_type, strict=strict, progress=update
+                paths,
+                domain=domain,
+                category=category,
+                defect_type=defect_type,
+                strict=strict,
+                progress=update,
+                taxonomy=taxonomy,
+                dry_run=dry_run,
             )
     show(report, as_json, print_report)
     raise typer.Exit(1 if report.failed else 0)

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from kbengine.core.schemas import Answer, Detection, IngestReport, KBInfo, SeekResult
+    from kbengine.core.schemas import Answer, Detection, IngestReport, KBInfo, LabelSource, SeekResult
     from kbengine.demo import DemoResult
     from kbengine.evaluation.reports import MMADEvalReport, SeekEvalReport, SeekEvalRow, ZsadReport, ZsadRow
 
@@ -24,7 +24,50 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
+def print_preview(report: IngestReport) -> None:
+    """``ingest --dry-run``: each document with its labels' sources, figures and captions."""
+    rows = []
+    for doc in report.preview:
+        labels = doc.labels
+
+        def said(value: str, source: LabelSource | None) -> str:
+            return value if source is None else f"{value} ({source.source}, {source.confidence:.2f})"
+
+        figures = "; ".join(f"p.{f.page}: {f.caption}" if f.caption else f"p.{f.page}" for f in doc.figures)
+        rows.append(
+            [
+                Path(doc.source).name,
+                ",".join(map(str, doc.pages)) or "-",
+                doc.title,
+                said(doc.category, labels.category if labels else None),
+                said(doc.defect_type, labels.defect_type if labels else None),
+                figures or (f"{doc.photos} photo(s)" if doc.photos else "-"),
+                ", ".join(doc.sections) or "-",
+            ]
+        )
+    out.print(f"dry run: {len(report.preview)} document(s), nothing written", highlight=False)
+    print_table(["source", "pages", "title", "category", "defect type", "figures", "text sections"], rows)
+
+
 def print_report(report: IngestReport) -> None:
+    if report.dry_run:
+        print_preview(report)
+    else:
+        print_ingest(report)
+    for doc in report.unlabeled:
+        where = f"{escape(doc.source)}" + (f" page {doc.page}" if doc.page else "")
+        err.print(
+            f"[yellow]unlabeled[/yellow] {where} ({escape(doc.title)}): no {' or '.join(doc.missing)}; "
+            f"{escape(doc.hint)}",
+            highlight=False,
+        )
+    for failure in report.failed:
+        err.print(
+            f"[red]failed[/red] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True
+        )
+
+
+def print_ingest(report: IngestReport) -> None:
     changed = sum(1 for s in report.sources if s.status in ("added", "replaced"))
     unchanged = sum(1 for s in report.sources if s.status == "unchanged")
     out.print(
@@ -49,10 +92,6 @@ def print_report(report: IngestReport) -> None:
         )
     for note in report.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
-    for failure in report.failed:
-        err.print(
-            f"[red]failed[/red] {escape(failure.path)}: {escape(failure.reason)}", highlight=False, soft_wrap=True
-        )
 
 
 def print_info(info: KBInfo) -> None:

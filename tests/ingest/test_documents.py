@@ -1,0 +1,144 @@
+"""Real product documents: PDFs in six layouts without kbengine's heading lines become one knowledge
+document per section, titled by its heading, labelled by a taxonomy (or the knowledge base's own
+names), with figures tied to their captions; a dry run shows it all and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kbengine import synth
+from kbengine.cli import app
+from kbengine.core.encoders.base import Encoder
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.schemas import DocumentPreview, IngestReport, LockPayload
+from kbengine.core.store import Where
+from tests.conftest import open_kb
+from tests.ingest.pdf_layouts import LAYOUTS, TAXONOMY, Expected
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[Expected]]]:
+    root = tmp_path_factory.mktemp("layouts")
+    (root / "taxonomy.yaml").write_text(TAXONOMY)
+    return {name: write(root / f"{name}.pdf") for name, write in LAYOUTS.items()}
+
+
+def preview(kb_path: Path, packaged: Encoder, pdf: Path, **options: object) -> IngestReport:
+    with open_kb(kb_path, packaged) as kb:
+        return kb.ingest(pdf, dry_run=True, **options)  # type: ignore[arg-type]
+
+
+def found(report: IngestReport) -> list[DocumentPreview]:
+    return [d for d in report.preview if d.labels is None or d.labels.defect_type.source != "scan"]
+
+
+@pytest.mark.parametrize("layout", ["numbered", "bookmarks", "columns", "table", "page-break"])
+def test_sections_titles_labels_and_captions(layout, layouts, tmp_path, packaged):
+    pdf, expected = layouts[layout]
+    report = preview(tmp_path / "kb", packaged, pdf, taxonomy=pdf.parent / "taxonomy.yaml")
+    docs = found(report)
+    assert [d.title for d in docs] == [e.title for e in expected]  # the heading, not the document's title
+    for doc, want in zip(docs, expected, strict=True):
+        assert (doc.category, doc.defect_type) == (want.category, want.defect_type), doc
+        assert doc.labels is not None and doc.labels.defect_type.source == "taxonomy"
+        assert doc.labels.defect_type.confidence >= 0.9  # named in the heading itself
+        assert tuple(doc.pages) == want.pages
+        assert [f.caption for f in doc.figures if f.caption] == want.captions
+        assert len(doc.figures) == 1  # each section's own photo, none of its neighbour's
+    assert not report.unlabeled and not (tmp_path / "kb" / "qdrant").exists()  # a dry run writes nothing
+
+
+def test_labels_right_for_at_least_95_percent_of_the_sections(layouts, tmp_path, packaged):
+    right = total = 0
+    for pdf, expected in layouts.values():
+        docs = found(preview(tmp_path / "kb", packaged, pdf, taxonomy=pdf.parent / "taxonomy.yaml"))
+        wanted = {e.title: (e.category, e.defect_type) for e in expected}
+        total += len(expected)
+        right += sum(1 for d in docs if wanted.get(d.title) == (d.category, d.defect_type))
+    assert total == 10 and right / total >= 0.95
+
+
+def test_ingested_sections_keep_their_text_sections_figures_and_pages(layouts, tmp_path, packaged):
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        taxonomy = layouts["numbered"][0].parent / "taxonomy.yaml"
+        report = kb.ingest([layouts[n][0] for n in ("numbered", "columns", "page-break")], taxonomy=taxonomy)
+        assert report.ok and report.documents == 6 and not report.unlabeled
+        locks = [LockPayload.read(h.payload) for h in kb.store.scroll()]
+        cracks = {lock.doc_id: lock for lock in locks if lock.title == "Shell cracks"}
+        crack = next(iter(cracks.values()))
+        assert crack.sections.causes == "Drying too fast after harvest."  # "Root cause" heading
+        assert "fissure" in crack.sections.description and crack.category == "hazelnut"
+        assert crack.labels is not None and crack.labels.category.source == "taxonomy"
+        holes = next(lock for lock in locks if lock.title == "Holes")
+        assert holes.sections.consequences == "The kernel rots; the lot is rejected."  # "Impact"
+        figures = {lock.text for lock in locks if lock.kind == "figure" and lock.text}
+        assert figures == {"Figure 1 - Scratch on the lid", "Figure 2 - Dent near the rim"}
+        spanning = [lock for lock in locks if lock.title == "Cracks" and lock.kind == "page"]
+        assert sorted(lock.page for lock in spanning) == [1, 2]  # the section's area on both pages
+        assert next(lock for lock in locks if lock.title == "Cracks").sections.causes == "Thermal shock in the kiln."
+        found_crack = kb.seek(synth.sample("tile", "crack", 12, 120)[0], k=1, category="tile", key="global")
+        assert found_crack.hits[0].title == "Cracks"  # its own section's image, not its neighbour's
+
+
+def test_a_scanned_page_is_an_unlabeled_page_image(layouts, tmp_path, packaged):
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        report = kb.ingest(layouts["scan"][0])
+        assert report.ok and report.pages == 1 and report.texts == 0
+        (entry,) = report.unlabeled
+        assert entry.page == 1 and entry.missing == ["category", "defect type"] and "scan" in entry.hint
+        (page,) = [LockPayload.read(h.payload) for h in kb.store.scroll(Where.of(kind="page"))]
+        assert (
+            page.defect_type == "unspecified" and page.labels is not None and page.labels.defect_type.source == "scan"
+        )
+
+
+def test_without_a_taxonomy_the_knowledge_base_names_the_types(layouts, tmp_path, packaged):
+    folders = tmp_path / "docs" / "hazelnut"
+    for defect in ("crack", "hole"):
+        (folders / defect).mkdir(parents=True)
+        synth.sample("disc", "scratch", 40 + len(defect), 64)[0].save(folders / defect / "ref.png")
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        kb.ingest(tmp_path / "docs")
+        report = kb.ingest(layouts["numbered"][0], dry_run=True)
+    labelled = {d.title: d for d in found(report)}
+    assert (labelled["Shell cracks"].category, labelled["Shell cracks"].defect_type) == ("hazelnut", "crack")
+    assert labelled["Holes"].defect_type == "hole"
+    assert labelled["Holes"].labels is not None and labelled["Holes"].labels.defect_type.source == "knowledge base"
+    unknown = preview(tmp_path / "empty", packaged, layouts["bookmarks"][0])  # nothing names these types
+    assert {u.title for u in unknown.unlabeled} == {"Insulation cuts", "Bent pins"}
+    assert all(d.defect_type == "unspecified" for d in found(unknown))
+
+
+def test_options_and_sidecars_win_over_inference(layouts, tmp_path, packaged):
+    pdf, _ = layouts["columns"]
+    report = preview(tmp_path / "kb", packaged, pdf, taxonomy=pdf.parent / "taxonomy.yaml", category="lid")
+    assert {d.category for d in report.preview} == {"lid"}
+    assert all(d.labels is not None and d.labels.category.source == "option" for d in report.preview)
+
+
+def test_a_bad_taxonomy_is_a_clear_error(tmp_path, packaged, layouts):
+    bad = tmp_path / "taxonomy.yaml"
+    bad.write_text("categories: [a, b]\n")
+    with pytest.raises(InvalidInputError, match=r"taxonomy .*categories"):
+        preview(tmp_path / "kb", packaged, layouts["numbered"][0], taxonomy=bad)
+    bad.write_text("colours: {red: []}\n")
+    with pytest.raises(InvalidInputError, match="colours"):
+        preview(tmp_path / "kb", packaged, layouts["numbered"][0], taxonomy=bad)
+
+
+def test_cli_dry_run_prints_the_plan_and_writes_nothing(layouts, tmp_path, monkeypatch):
+    monkeypatch.setenv("KBENGINE_ENCODER", "packaged")
+    pdf, _ = layouts["numbered"]
+    kb = tmp_path / "kb"
+    runner = CliRunner()
+    args = ["ingest", str(pdf), "--kb", str(kb), "--taxonomy", str(pdf.parent / "taxonomy.yaml"), "--dry-run"]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "Shell" in table.output and "taxonom" in table.output and "nothing written" in table.output
+    data = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert data["dry_run"] and [d["defect_type"] for d in data["preview"]] == ["crack", "hole"]
+    assert not (kb / "qdrant").exists()

@@ -48,7 +48,9 @@ def write_pdf(path: Path, category: str, groups: dict[str, list[Path]], layout: 
                 page.draw_rect(pymupdf.Rect(xs[c], y, xs[c + 1], y + height), color=(0, 0, 0), width=0.8)
             page.insert_textbox(pymupdf.Rect(xs[0] + 4, y + 4, xs[1] - 4, y + 60), words[defect], fontsize=10)
             page.insert_textbox(
-                pymupdf.Rect(xs[1] + 4, y + 4, xs[2] - 4, y + 60), f"Description: a {words[defect].lower()} defect.", fontsize=10
+                pymupdf.Rect(xs[1] + 4, y + 4, xs[2] - 4, y + 60),
+                f"Description: a {words[defect].lower()} defect.",
+                fontsize=10,
             )
             page.insert_image(
                 pymupdf.Rect(xs[2] + 5, y + 5, xs[2] + 5 + BOX, y + 5 + BOX), stream=photo_bytes(photos[0])
@@ -69,7 +71,9 @@ def write_pdf(path: Path, category: str, groups: dict[str, list[Path]], layout: 
             page, y = doc.new_page(), 60
         heading = f"3.{number} {words[defect]}" if layout == 0 else words[defect]
         page.insert_text((50, y), heading, fontsize=13, fontname="hebo")
-        page.insert_textbox(pymupdf.Rect(50, y + 8, 545, y + 40), f"A {words[defect].lower()} on the part.", fontsize=10)
+        page.insert_textbox(
+            pymupdf.Rect(50, y + 8, 545, y + 40), f"A {words[defect].lower()} on the part.", fontsize=10
+        )
         for i, photo in enumerate(photos[:3]):
             x = 50 + i * (BOX + 10)
             page.insert_image(pymupdf.Rect(x, y + 45, x + BOX, y + 45 + BOX), stream=photo_bytes(photo))

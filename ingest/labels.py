@@ -68,9 +68,7 @@ def load_taxonomy(path: Path) -> Taxonomy:
         raise InvalidInputError(f"taxonomy {path}: cannot be read ({e})") from e
     if not isinstance(data, dict):
         raise InvalidInputError(f"taxonomy {path}: expected 'categories:' and 'defect_types:' mappings")
-    data = {
-        k: {name: list(v or []) for name, v in (m or {}).items()} if isinstance(m, dict) else m for k, m in data.items()
-    }
+    data = {key: _synonyms(value) for key, value in data.items()}
     try:
         return Taxonomy.model_validate(data)
     except ValidationError as e:
@@ -79,14 +77,24 @@ def load_taxonomy(path: Path) -> Taxonomy:
                                 "defect_types: {name: [synonyms]})") from e  # fmt: skip
 
 
+def _synonyms(mapping: object) -> object:
+    """``{name: [synonyms]}`` with a single synonym written as a string accepted too; anything
+    else is left for the schema to refuse."""
+    if not isinstance(mapping, dict):
+        return mapping
+    return {
+        name: [value] if isinstance(value, str) else [] if value is None else value for name, value in mapping.items()
+    }
+
+
 def _words(text: str) -> list[str]:
     """Lower-case words with a plural 's' / 'es' folded."""
     out = []
-    for word in re.findall(r"[a-z0-9]+", text.lower()):
-        if len(word) > 4 and word.endswith("es") and not word.endswith("ses"):
-            word = word[:-2] if word[-3] in "hsxz" else word[:-1]
-        elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
+    for word in re.findall(r"[^\W_]+", text.lower()):
+        if len(word) > 4 and word.endswith(("sses", "xes", "zes", "ches", "shes")):
+            word = word[:-2]  # glasses -> glass, boxes -> box, patches -> patch
+        elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+            word = word[:-1]  # cracks -> crack, holes -> hole, dents -> dent
         out.append(word)
     return out
 

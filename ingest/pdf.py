@@ -118,6 +118,8 @@ def _sections(
         structure = read_structure(document, settings.min_figure_side, named)
     except Exception as e:
         raise InvalidInputError(f"{path}: its pages cannot be read ({e})") from e
+    if not structure.sections:
+        raise InvalidInputError(f"{path}: no text, figures or scanned pages to take knowledge from")
     renders: dict[tuple[int, tuple[float, ...]], tuple[Image.Image, bytes]] = {}
     seen_xrefs: set[int] = set()
     for index, section in enumerate(structure.sections):
@@ -223,7 +225,10 @@ def _clip(page: pymupdf.Page, section: Section, number: int) -> tuple[float, flo
     area = section.clips.get(number)
     if area is None or section.heading_source in ("scan", "page"):
         return (full.x0, full.y0, full.x1, full.y1)
-    return (full.x0, max(full.y0, area[1] - 12), full.x1, min(full.y1, area[3] + 12))
+    top, bottom = max(full.y0, area[1] - 12), min(full.y1, area[3] + 12)
+    if bottom - top < 8:
+        return (full.x0, full.y0, full.x1, full.y1)
+    return (full.x0, top, full.x1, bottom)
 
 
 def _render(

@@ -38,7 +38,8 @@ HEADING_SCALE = 1.15
 MAX_HEADING_WORDS = 12
 CAPTION = re.compile(r"^\s*(fig(ure)?\.?|abb\.?|image|photo)\s*\d+", re.IGNORECASE)
 NUMBERED = re.compile(r"^\s*(\d+(\.\d+)*)\.?\s+(\S.*)$")
-TABLE_KEY = re.compile(r"defect|type|name|fault|flaw", re.IGNORECASE)
+TABLE_KEY = re.compile(r"defect|fault|flaw|failure|imperfection|nonconformit", re.IGNORECASE)
+"""A table is a defect table when a header cell names defects (not any "type" or "name" column)."""
 META_LINE = re.compile(r"^\s*(domain|category|defect[ _-]?type)\s*[:\-\u2013]", re.IGNORECASE)
 
 SECTION_WORDS: dict[str, tuple[str, ...]] = {
@@ -176,7 +177,7 @@ def _reading_order(lines: list[Line], width: float) -> list[Line]:
     return ordered
 
 
-def _is_heading(line: Line, body: float) -> bool:
+def _is_heading(line: Line, body: float, bold_counts: bool = True) -> bool:
     text = line.text.strip()
     words = text.split()
     if not words or len(words) > MAX_HEADING_WORDS or text.endswith((".", ",", ";")) or CAPTION.match(text):
@@ -187,7 +188,7 @@ def _is_heading(line: Line, body: float) -> bool:
     if ":" in text and not larger:
         return False  # "Note: ..." in the body size is a sentence, not a heading
     numbered = NUMBERED.match(text) is not None and line.size >= body - 0.5
-    return larger or numbered or (line.bold and line.size >= body - 0.5)
+    return larger or numbered or (bold_counts and line.bold and line.size >= body - 0.5)
 
 
 def _body_size(lines: list[Line]) -> float:
@@ -227,22 +228,36 @@ def _caption(figure: Figure, lines: list[Line]) -> str | None:
     return best[1] if best else None
 
 
+def _plain(text: str) -> str:
+    return " ".join(strip_numbering(text).lower().split())
+
+
 def _outline_sections(document: pymupdf.Document, lines: list[Line]) -> list[tuple[Line | None, int, str, int]]:
-    """(the heading line, or None; its page; its title; its level) for each outline entry."""
+    """(the heading line, or None; its page; its title; its level) for each outline entry. The
+    line is the entry's text on its page (numbering and case aside), else the first line at or
+    below the entry's target point."""
     found = []
     for entry in document.get_toc(simple=False):
         level, title, page = entry[0], str(entry[1]).strip(), int(entry[2])
         if page < 1:
             continue
-        target = " ".join(title.lower().split())
-        match = next((ln for ln in lines if ln.page == page and " ".join(ln.text.lower().split()) == target), None)
+        target = _plain(title)
+        on_page = [ln for ln in lines if ln.page == page]
+        match = next((ln for ln in on_page if _plain(ln.text) == target), None)
+        point = entry[3].get("to") if len(entry) > 3 and isinstance(entry[3], dict) else None
+        if match is None and point is not None:
+            height = document[page - 1].rect.height
+            y = height - float(point.y) if float(point.y) > 0 else 0.0  # PDF points count from the bottom
+            match = min((ln for ln in on_page if ln.bbox[1] >= y - 14), key=lambda ln: ln.bbox[1], default=None)
         found.append((match, page, title, level))
     return found
 
 
 def _tables(page: pymupdf.Page, number: int) -> list[tuple[tuple[float, float, float, float], list[Section]]]:
-    """Defect tables of the page: (their area, one section per row)."""
+    """Defect tables of the page: (their area, one section per row). Only ruled pages are searched."""
     try:
+        if not page.get_drawings():
+            return []
         tables = page.find_tables().tables
     except Exception:  # table detection is a heuristic; a page it cannot read is simply not a table
         return []
@@ -296,6 +311,9 @@ def read_structure(
     """The PDF's sections in reading order (see the module docstring). ``starts_pages``: pages
     that begin a section of their own when the PDF has no structure (a sidecar names them)."""
     pages = [document[i] for i in range(document.page_count)]
+    for page in pages:
+        if page.rotation:
+            page.remove_rotation()  # positions in the page as shown (in memory only)
     lines: list[Line] = []
     figures: list[Figure] = []
     tables: list[tuple[int, tuple[float, float, float, float], list[Section]]] = []
@@ -329,18 +347,24 @@ def read_structure(
         figures += page_figures
     body = _body_size(lines)
     outline = _outline_sections(document, lines) if document.get_toc() else []
+    if outline and sum(line is not None for line, *_ in outline) < len(outline) / 2:
+        outline = []  # an outline that points at no text: find the headings instead
     title: str | None = None
     starts: dict[int, tuple[str, int, str]] = {}  # id(line) -> (title, level, source)
     if outline:
         top_level = min(level for _, _, _, level in outline)
+        nested = any(level > top_level for _, _, _, level in outline)
         for line, _page, text, level in outline:
-            if level == top_level and len(outline) > 1 and title is None:
+            if nested and level == top_level and title is None:
                 title = text
                 continue
             if line is not None:
                 starts[id(line)] = (text, level, "outline")
     else:
-        headings = [ln for ln in lines if _is_heading(ln, body)]
+        bold_counts = (
+            len(lines) < 6 or sum(ln.bold for ln in lines) <= len(lines) / 2
+        )  # all-bold text: weight says nothing
+        headings = [ln for ln in lines if _is_heading(ln, body, bold_counts)]
         if headings:
             biggest = max(ln.size for ln in headings)
             top = [ln for ln in headings if ln.size >= biggest - 0.1]

@@ -139,6 +139,8 @@ class Ingestor:
                     _preview(previews, item)
             except InvalidInputError as e:
                 report.failed.append(FileFailure(path=entry.key, reason=str(e).removeprefix(f"{entry.key}: ")))
+            except Exception as e:  # a library failing on one file must not stop the preview of the others
+                report.failed.append(FileFailure(path=entry.key, reason=f"{type(e).__name__}: {e}"))
         report.preview = list(previews.values())
         report.documents = len(previews)
         report.unlabeled = [u for p in report.preview if (u := unlabeled(p)) is not None]
@@ -199,6 +201,7 @@ class Ingestor:
             )
             return
         update = update_regions(self.store, self.banks, progress)
+        self._report.notes += [f"region locks not updated for {failure}" for failure in update.failed]
         self._report.regions_added = update.added
         self._report.regions_removed = update.removed
         self._report.without_references = update.without_references

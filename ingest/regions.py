@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from ingest.units import NAMESPACE
 from kbengine.core.banks.memory_bank import score_images
 from kbengine.core.banks.references import EXAMPLE_KINDS, ReferenceBank, ReferenceBanks
-from kbengine.core.banks.region import REGION_VERSION, region_descriptor
+from kbengine.core.banks.region import region_descriptor, region_fingerprint
+from kbengine.core.errors import KBEngineError
 from kbengine.core.images import load_image
 from kbengine.core.schemas import LockPayload, RegionLabel
 from kbengine.core.store import Store, StorePoint, Where
@@ -37,10 +38,8 @@ class RegionUpdate:
     removed: int = 0
     without_references: list[str] = field(default_factory=list)
     """Categories whose defect examples have no region locks: no normal references to compare with."""
-
-
-def region_fingerprint(bank: ReferenceBank) -> str:
-    return f"{bank.fingerprint}:{REGION_VERSION}"
+    failed: list[str] = field(default_factory=list)
+    """Categories whose references could not be read (a damaged blob): their region locks wait."""
 
 
 def region_id(example_id: str, fingerprint: str) -> str:
@@ -54,22 +53,28 @@ def update_regions(store: Store, banks: ReferenceBanks, progress: Progress | Non
     if meta is None or not meta.region_dim:
         return update
     for category, has_references in banks.categories().items():
-        bank = banks.get(category) if has_references else None
+        bank_fingerprint = banks.fingerprint_of(category) if has_references else None
         examples = _examples(store, category)
-        if bank is None:
+        if bank_fingerprint is None:
             update.removed += _delete(store, Where.of(category=category, kind="region"))
             if examples:
                 update.without_references.append(category)
             continue
-        fingerprint = region_fingerprint(bank)
+        fingerprint = region_fingerprint(bank_fingerprint)
         current = Where.of(category=category, kind="region", bank=fingerprint)
         done = {RegionLabel.read(h.payload).region_of for h in store.scroll(current, fields=RegionLabel.fields())}
         todo = [(lock_id, lock) for lock_id, lock in examples if lock_id not in done]
+        try:
+            bank = banks.get(category) if todo else None  # built only when something is missing
+        except KBEngineError as e:
+            update.failed.append(f"{category}: {e}")
+            continue
         size = banks.settings.batch_size
         for start in range(0, len(todo), size):
             if progress:
                 progress(start, len(todo), f"region locks of {category}")
             batch = todo[start : start + size]
+            assert bank is not None
             store.upsert(_region_points(banks, bank, fingerprint, batch))
             update.added += len(batch)
         stale = Where.of(category=category, kind="region").excluding(bank=fingerprint)
@@ -96,8 +101,9 @@ def _examples(store: Store, category: str) -> list[Example]:
 
 
 def _region_points(
-    banks: ReferenceBanks, bank: ReferenceBank, fingerprint: str, examples: list[Example]
+    banks: ReferenceBanks, bank: ReferenceBank | None, fingerprint: str, examples: list[Example]
 ) -> list[StorePoint]:
+    assert bank is not None
     images = [load_image(banks.path_of(lock), banks.settings.max_image_pixels) for _, lock in examples]
     scores = score_images(banks.encoder, bank.bank, images)
     points = []

@@ -112,11 +112,14 @@ def compute_centroids(store: Store) -> TypeCentroids:
     )
 
 
-def compute_region_centroids(store: Store) -> TypeCentroids:
-    """Per type, the sum of its defect examples' region vectors (``ingest.regions``)."""
+def compute_region_centroids(store: Store, category: str, bank: str) -> TypeCentroids:
+    """Per type of ``category``, the sum of its defect examples' region vectors computed with the
+    bank ``bank`` (``ingest.regions``; locks of another bank are not comparable)."""
     sums: dict[TypeKey, np.ndarray] = {}
     counts: dict[TypeKey, int] = {}
-    where = Where.of(kind=REGION_KINDS).excluding(defect_type=(NORMAL_TYPE, UNSPECIFIED_TYPE))
+    where = Where.of(kind=REGION_KINDS, category=category, bank=bank).excluding(
+        defect_type=(NORMAL_TYPE, UNSPECIFIED_TYPE)
+    )
     for hit in store.scroll(where, fields=LockLabel.fields(), vector="region"):
         if hit.vector is None or not np.all(np.isfinite(hit.vector)) or not np.any(hit.vector):
             continue
@@ -145,12 +148,23 @@ def _similarities(
     return {centroids.keys[r]: (float(s), int(centroids.counts[r])) for r, s in zip(rows, similarity, strict=True)}
 
 
-def _prediction(scores: dict[TypeKey, tuple[float, int]], key_name: str) -> TypePrediction | None:
+def _prediction(
+    scores: dict[TypeKey, tuple[float, int]], key_name: str, order_by: dict[TypeKey, float] | None = None
+) -> TypePrediction | None:
+    """Ranked by ``order_by`` (a fused score) when given, else by the cosine; ``similarity`` is
+    always the cosine, the margin is in the ranking's own score."""
     if not scores:
         return None
-    order = sorted(scores, key=lambda k: (-scores[k][0], k))
+    rank = order_by or {k: v[0] for k, v in scores.items()}
+    order = sorted(scores, key=lambda k: (-rank[k], k))
     ranking = [
-        TypeScore(category=k[1], defect_type=k[2], similarity=scores[k][0], examples=scores[k][1])
+        TypeScore(
+            category=k[1],
+            defect_type=k[2],
+            similarity=scores[k][0],
+            examples=scores[k][1],
+            fused=rank[k] if order_by is not None else None,
+        )
         for k in order[:RANKING_SIZE]
     ]
     best = ranking[0]
@@ -158,20 +172,23 @@ def _prediction(scores: dict[TypeKey, tuple[float, int]], key_name: str) -> Type
         category=best.category,
         defect_type=best.defect_type,
         similarity=best.similarity,
-        margin=best.similarity - ranking[1].similarity if len(ranking) > 1 else None,
+        margin=rank[order[0]] - rank[order[1]] if len(order) > 1 else None,
         ranking=ranking,
         key=key_name,
     )
 
 
+MIN_FUSED_TYPES = 3
+"""Fewer shared types than this: standardised scores say nothing (two types are always +-1), so
+the region similarity decides alone."""
+
+
 def fuse_type_scores(
     image: dict[TypeKey, tuple[float, int]], region: dict[TypeKey, tuple[float, int]]
-) -> dict[TypeKey, tuple[float, int]]:
-    """The types both keys score, each similarity standardised over those types, combined as the
-    ``REGION_WEIGHT``-weighted mean (region) with the image's (weight 1)."""
+) -> dict[TypeKey, float]:
+    """For the types both keys score, each similarity standardised over those types, combined as
+    the ``REGION_WEIGHT``-weighted mean (region) with the image's (weight 1)."""
     shared = sorted(set(image) & set(region))
-    if not shared:
-        return region
 
     def z(values: np.ndarray) -> np.ndarray:
         spread = values.std()
@@ -179,7 +196,7 @@ def fuse_type_scores(
 
     fused = REGION_WEIGHT * z(np.array([region[k][0] for k in shared])) + z(np.array([image[k][0] for k in shared]))
     fused /= REGION_WEIGHT + 1.0
-    return {k: (float(v), region[k][1]) for k, v in zip(shared, fused, strict=True)}
+    return {k: float(v) for k, v in zip(shared, fused, strict=True)}
 
 
 def predict_type(
@@ -204,17 +221,17 @@ class TypeService:
         self.folder = folder
         self.encoder = encoder
         self._centroids: TypeCentroids | None = None
-        self._regions: TypeCentroids | None = None
+        self._regions: dict[tuple[str, str], TypeCentroids] = {}
 
     def invalidate(self) -> None:
         self._centroids = None
-        self._regions = None
+        self._regions.clear()
 
-    def regions(self) -> TypeCentroids:
-        """Centroids of the region locks (in memory, renewed by :meth:`invalidate`)."""
-        if self._regions is None:
-            self._regions = compute_region_centroids(self.store)
-        return self._regions
+    def regions(self, category: str, bank: str) -> TypeCentroids:
+        """Centroids of a category's region locks of one bank (in memory, renewed by :meth:`invalidate`)."""
+        if (category, bank) not in self._regions:
+            self._regions[(category, bank)] = compute_region_centroids(self.store, category, bank)
+        return self._regions[(category, bank)]
 
     def get(self) -> TypeCentroids:
         if self._centroids is None:
@@ -234,20 +251,26 @@ class TypeService:
         exclude_sources: Sequence[str] = (),
         region_key: np.ndarray | None = None,
         region_category: str | None = None,
+        region_bank: str | None = None,
     ) -> TypePrediction | None:
         """The nearest defect-type centroid of the global ``key``; with a ``region_key`` (of
         ``region_category``), the fused prediction of region and global centroids of that
         category (``fuse_type_scores``). ``exclude_sources`` leaves those files' examples out of
         their centroids (leave-one-out evaluation)."""
         centroids = self._left_out(self.get(), exclude_sources, "image")
-        if region_key is None or region_category is None or (category and category != region_category):
+        if region_key is None or region_category is None or region_bank is None:
             return predict_type(centroids, key, domain=domain, category=category)
-        regions = self._left_out(self.regions(), exclude_sources, "region")
+        if category and category != region_category:
+            return predict_type(centroids, key, domain=domain, category=category)
+        regions = self._left_out(self.regions(region_category, region_bank), exclude_sources, "region")
         by_region = _similarities(regions, region_key, domain, region_category)
         if not by_region:
             return predict_type(centroids, key, domain=domain, category=category)
         by_image = _similarities(centroids, key, domain, region_category)
-        return _prediction(fuse_type_scores(by_image, by_region), "region+global")
+        shared = set(by_image) & set(by_region)
+        if len(shared) < MIN_FUSED_TYPES:
+            return _prediction(by_region, "region")
+        return _prediction({k: by_region[k] for k in shared}, "region+global", fuse_type_scores(by_image, by_region))
 
     def _left_out(self, centroids: TypeCentroids, sources: Sequence[str], vector: str) -> TypeCentroids:
         if centroids.empty or not sources:

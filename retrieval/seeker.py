@@ -17,9 +17,10 @@ from typing import cast
 import numpy as np
 
 from kbengine.core.banks.references import ReferenceBanks
+from kbengine.core.banks.region import region_fingerprint
 from kbengine.core.cache import elapsed_ms
 from kbengine.core.encoders.base import Encoder
-from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
+from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError, KBEngineError
 from kbengine.core.images import ImageInput
 from kbengine.core.query import Query
 from kbengine.core.schemas import (
@@ -55,6 +56,8 @@ class RegionKey:
     inferred: bool = False
     where: Where | None = None
     references: int = 0
+    bank: str | None = None
+    """The region locks' fingerprint the key compares with."""
 
 
 class Seeker:
@@ -123,7 +126,11 @@ class Seeker:
 
         clock = time.perf_counter()
         where = self._where(domain, category, defect_type, include_normal, exclude_sources)
-        region = self._region(query, category, where) if key != "global" else RegionKey(None, "not asked for")
+        region = (
+            self._region(query, category, where, exclude_sources)
+            if key != "global"
+            else RegionKey(None, "not asked for")
+        )
         if region.key is not None:
             pipelines.insert(0, Pipeline("region>region", "region", region.key, REGION_WEIGHT, region.where))
         elif key == "region":
@@ -169,6 +176,7 @@ class Seeker:
             exclude_sources=exclude_sources,
             region_key=region.key if focus_key is None else None,
             region_category=region.category,
+            region_bank=region.bank,
         )
         timings["type"] = elapsed_ms(clock)
 
@@ -197,23 +205,34 @@ class Seeker:
             )
         return key
 
-    def _region(self, query: Query, category: str | None, where: Where) -> RegionKey:
+    def _region(self, query: Query, category: str | None, where: Where, exclude_sources: Sequence[str]) -> RegionKey:
         """The query's region key against its category's bank (the category given, else the
         nearest knowledge's), when that category has normal references and region locks."""
         meta = self.store.read_meta()
         if meta is None or not meta.region_dim:
             return RegionKey(None, "the knowledge base has no region locks (made before them)")
         inferred = category is None
-        category = category or self.banks.category_of(query.global_key)
+        category = category or self.banks.category_of(query.global_key, exclude_sources)
         if category is None:
             return RegionKey(None, "no category to compare with")
-        narrowed = where.narrowed(category=category, kind="region")
-        if self.store.count(Where.of(category=category, kind="region")) == 0:
-            return RegionKey(None, f"category {category!r} has no region locks", category, inferred)
-        bank = self.banks.get(category)
+        bank_fingerprint = self.banks.fingerprint_of(category)
+        if bank_fingerprint is None:
+            return RegionKey(None, f"category {category!r} has no normal references", category, inferred)
+        fingerprint = region_fingerprint(bank_fingerprint)
+        if self.store.count(Where.of(category=category, kind="region", bank=fingerprint)) == 0:
+            stale = self.store.count(Where.of(category=category, kind="region")) > 0
+            note = "its region locks predate its current normal references: run kbengine ingest to renew them"
+            return RegionKey(
+                None, f"category {category!r}: " + (note if stale else "no region locks"), category, inferred
+            )
+        try:
+            bank = self.banks.get(category)
+        except KBEngineError as e:  # a damaged reference: seek still answers, with the global key
+            return RegionKey(None, f"category {category!r}: its references cannot be read ({e})", category, inferred)
         if bank is None:
             return RegionKey(None, f"category {category!r} has no normal references", category, inferred)
-        return RegionKey(query.region_key(bank), None, category, inferred, narrowed, bank.bank.references)
+        narrowed = where.narrowed(category=category, kind="region", bank=fingerprint)
+        return RegionKey(query.region_key(bank), None, category, inferred, narrowed, bank.bank.references, fingerprint)
 
     def _pipelines(self, key: np.ndarray | None, text: str | None) -> list[Pipeline]:
         identity = self.encoder.identity

@@ -153,8 +153,10 @@ def _run(
                 result = kb.seek(
                     query, k=k, strategy=strategy, exclude_sources=[source_key(image.path)], focus=focus, key=key
                 )
-            except InvalidInputError:  # no region key for this query
-                continue
+            except InvalidInputError:
+                if key != "region":
+                    raise
+                continue  # no region key for this query
             if key == "region" and not result.diagnostics.region.used:
                 continue
             t = result.predicted_defect_type

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from kbengine.core.banks.references import ReferenceBank
+from kbengine.core.banks.region import region_fingerprint
 from kbengine.core.cache import elapsed_ms
 from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
@@ -188,7 +189,14 @@ class Detector:
             evidence, threshold, references_calibrated=evidence[0].calibrated if plan.bank is not None else None
         )
         clock = time.perf_counter()
-        prediction = self.types.predict(query.global_key, category=plan.category)
+        region_key = query.region_key(plan.bank) if plan.bank is not None else None
+        prediction = self.types.predict(
+            query.global_key,
+            category=plan.category,
+            region_key=region_key,
+            region_category=plan.category,
+            region_bank=region_fingerprint(plan.bank.fingerprint) if plan.bank is not None else None,
+        )
         timings["type"] = elapsed_ms(clock)
         width, height = query.size
         return Detection(

@@ -142,3 +142,57 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(layouts, tmp_path, monke
     data = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert data["dry_run"] and [d["defect_type"] for d in data["preview"]] == ["crack", "hole"]
     assert not (kb / "qdrant").exists()
+
+
+def _hostile_pdf(path: Path, *, bold: bool = False, rotate: int = 0, outline: bool = False) -> Path:
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page()
+    font = "hebo" if bold else "helv"
+    page.insert_text((50, 60), "Cover defect sheet", fontsize=20, fontname="hebo")
+    y = 110
+    for number, (heading, text) in enumerate((("Cracks", "A thin fissure."), ("Holes", "A round puncture.")), 1):
+        page.insert_text((50, y), f"{number}. {heading}", fontsize=14, fontname="hebo")
+        for line in (text, "It is found at intake.", "The part is rejected."):
+            y += 18
+            page.insert_text((50, y), line, fontsize=10, fontname=font)
+        y += 40
+    if outline:
+        doc.set_toc([[1, "Cover defect sheet", 1], [2, "Cracks", 1], [2, "Holes", 1]])  # no numbering, as often
+    if rotate:
+        page.set_rotation(rotate)
+    doc.save(path)
+    return path
+
+
+@pytest.mark.parametrize("variant", [{"bold": True}, {"outline": True}, {"rotate": 90}])
+def test_hostile_layouts_still_give_the_sections(variant, tmp_path, packaged, layouts):
+    """All-bold body text, an outline whose titles lack the headings' numbering, and a page whose
+    text runs sideways (rotated): read, not refused; sections where the reading order allows."""
+    pdf = _hostile_pdf(tmp_path / "sheet.pdf", **variant)
+    report = preview(tmp_path / "kb", packaged, pdf, taxonomy=layouts["numbered"][0].parent / "taxonomy.yaml")
+    assert not report.failed, report.failed
+    titles = [(d.title, d.defect_type) for d in found(report)]
+    if "rotate" in variant:
+        assert ("Cracks", "crack") in titles and ("Holes", "hole") in titles
+    else:
+        assert titles == [("Cracks", "crack"), ("Holes", "hole")]
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        assert kb.ingest(pdf, taxonomy=layouts["numbered"][0].parent / "taxonomy.yaml").ok
+
+
+def test_empty_pages_and_scalar_synonyms(tmp_path, packaged):
+    import pymupdf
+
+    doc = pymupdf.open()
+    doc.new_page()
+    doc.save(tmp_path / "blank.pdf")
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        report = kb.ingest(tmp_path / "blank.pdf")
+    assert report.failed and "no text, figures or scanned pages" in report.failed[0].reason
+    taxonomy = tmp_path / "taxonomy.yaml"
+    taxonomy.write_text("defect_types:\n  crack: fracture\n")  # one synonym written as a string
+    from ingest.labels import load_taxonomy
+
+    assert load_taxonomy(taxonomy).defect_types == {"crack": ["fracture"]}

@@ -163,20 +163,37 @@ def test_seek_uses_the_region_key_where_there_are_references_and_falls_back_else
         assert [p.name for p in tile.diagnostics.pipelines] == ["region>region", "image>image"]
         assert [p.weight for p in tile.diagnostics.pipelines] == [1.0, 1.0]
         assert "region>region" in tile.hits[0].pipeline_scores
-        assert tile.predicted_defect_type is not None and tile.predicted_defect_type.key == "region+global"
+        prediction = tile.predicted_defect_type
+        assert prediction is not None and prediction.key == "region"  # two types: the region key decides alone
+        assert prediction.defect_type == "crack" and -1 <= prediction.similarity <= 1
         inferred = kb.seek(synth.sample("tile", "stain", 77_501, SIZE)[0], k=2)
         assert inferred.diagnostics.region.used and inferred.diagnostics.region.category_inferred
         alone = kb.seek(synth.sample("tile", "crack", 77_500, SIZE)[0], k=2, category="tile", key="region")
         assert [p.name for p in alone.diagnostics.pipelines] == ["region>region"]
         assert {h.category for h in alone.hits} == {"tile"}
         disc = kb.seek(synth.sample("disc", "scratch", 78_500, SIZE)[0], k=1, category="disc")
-        assert not disc.diagnostics.region.used and "no region locks" in (disc.diagnostics.region.note or "")
+        assert not disc.diagnostics.region.used and "no normal references" in (disc.diagnostics.region.note or "")
         assert [p.name for p in disc.diagnostics.pipelines] == ["image>image"]
         assert disc.hits[0].defect_type == "scratch" and disc.predicted_defect_type.key == "global"  # type: ignore[union-attr]
         with pytest.raises(InvalidInputError, match="no region key"):
             kb.seek(synth.sample("disc", "scratch", 78_500, SIZE)[0], k=1, category="disc", key="region")
         with pytest.raises(InvalidInputError, match="unknown key"):
             kb.seek(synth.sample("disc", "scratch", 78_500, SIZE)[0], key="crop")
+
+
+def test_region_locks_of_other_references_are_never_compared(tmp_path, folders, packaged: Encoder):
+    """References changed since the last ingest (here: fewer of them per bank) give another bank:
+    its region key is not comparable with the stored region locks, so seek says so and uses the
+    global key until the next ingest renews them."""
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        kb.ingest([folders / "examples", folders / "references"])
+    with open_kb(tmp_path / "kb", packaged, detect_max_references=2) as kb:
+        result = kb.seek(synth.sample("tile", "crack", 77_500, SIZE)[0], k=2, category="tile")
+        assert not result.diagnostics.region.used and "predate" in (result.diagnostics.region.note or "")
+        assert [p.name for p in result.diagnostics.pipelines] == ["image>image"]
+        renewed = kb.ingest([folders / "references"])
+        assert renewed.regions_added == 10 and renewed.regions_removed == 10
+        assert kb.seek(synth.sample("tile", "crack", 77_500, SIZE)[0], k=2, category="tile").diagnostics.region.used
 
 
 class CountingEncoder:

@@ -9,6 +9,7 @@ Banks are cached in memory and in ``<cache>/banks`` (npz, written atomically).""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,11 @@ class ReferenceBanks:
         parts = [BANK_VERSION, self.encoder.identity.name, *(lock.sha256 for lock in references)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
+    def fingerprint_of(self, category: str) -> str | None:
+        """The category's bank fingerprint, without building the bank; None without references."""
+        references = self.references(category)
+        return self.fingerprint(references) if references else None
+
     def get(self, category: str) -> ReferenceBank | None:
         """The category's bank (built once per set of references, then cached); None without references."""
         references = self.references(category)
@@ -83,9 +89,10 @@ class ReferenceBanks:
         self._banks[category] = found
         return found
 
-    def category_of(self, key: np.ndarray) -> str | None:
-        """The category of the photo or page nearest the global embedding ``key`` (references included)."""
-        hits = self.store.search("image", key, 1)
+    def category_of(self, key: np.ndarray, exclude_sources: Sequence[str] = ()) -> str | None:
+        """The category of the photo or page nearest the global embedding ``key`` (references
+        included; ``exclude_sources`` left out, as leave-one-out evaluation needs)."""
+        hits = self.store.search("image", key, 1, Where.of().excluding(source=tuple(exclude_sources) or None))
         return LockLabel.read(hits[0].payload).category if hits else None
 
     def categories(self) -> dict[str, bool]:

@@ -24,6 +24,12 @@ REGION_FRACTION = 0.02
 MIN_REGION_PATCHES = 8
 
 
+def region_fingerprint(bank_fingerprint: str) -> str:
+    """What a region lock records as its ``bank``: the bank's fingerprint and the descriptor's version.
+    A query's region key compares only with region locks of the same fingerprint."""
+    return f"{bank_fingerprint}:{REGION_VERSION}"
+
+
 def region_size(patches: int) -> int:
     """How many of an image's patches describe its region."""
     return min(patches, max(MIN_REGION_PATCHES, round(REGION_FRACTION * patches)))

@@ -94,8 +94,9 @@ class SeekDiagnostics(BaseModel):
 class TypeScore(BaseModel):
     category: str
     defect_type: str
-    similarity: float
+    similarity: float = Field(description="Cosine of the key to the centroid (the region key's when there is one).")
     examples: int = Field(description="Defect examples the centroid averages.")
+    fused: float | None = Field(None, description="With key 'region+global': the fused score it was ranked by.")
 
 
 class TypePrediction(BaseModel):
@@ -104,12 +105,15 @@ class TypePrediction(BaseModel):
     category: str
     defect_type: str
     similarity: float
-    margin: float | None = Field(None, description="Similarity minus the runner-up's; None when there is none.")
+    margin: float | None = Field(
+        None, description="The ranking score (the fused one, else the cosine) minus the runner-up's; None without one."
+    )
     ranking: list[TypeScore] = Field(default_factory=list, description="The best few centroids.")
     key: str = Field(
         "global",
-        description="'global': cosine of the global embedding to the type centroids; 'region+global': the "
-        "weighted mean of the region and global similarities, each standardised over the category's types.",
+        description="'global': the global embedding against the type centroids; 'region': the region key "
+        "against the region locks' centroids (a category with fewer than 3 types); 'region+global': both, "
+        "each standardised over the category's types and averaged.",
     )
 
 

@@ -70,13 +70,16 @@ def update_regions(store: Store, banks: ReferenceBanks, progress: Progress | Non
             update.failed.append(f"{category}: {e}")
             continue
         size = banks.settings.batch_size
-        for start in range(0, len(todo), size):
-            if progress:
-                progress(start, len(todo), f"region locks of {category}")
-            batch = todo[start : start + size]
-            assert bank is not None
-            store.upsert(_region_points(banks, bank, fingerprint, batch))
-            update.added += len(batch)
+        try:
+            for start in range(0, len(todo), size):
+                if progress:
+                    progress(start, len(todo), f"region locks of {category}")
+                batch = todo[start : start + size]
+                store.upsert(_region_points(banks, bank, fingerprint, batch))
+                update.added += len(batch)
+        except KBEngineError as e:  # a damaged example photo: the others' locks are kept, this waits
+            update.failed.append(f"{category}: {e}")
+            continue
         stale = Where.of(category=category, kind="region").excluding(bank=fingerprint)
         update.removed += _delete(store, stale)
         gone = Where.of(category=category, kind="region").excluding(region_of=tuple(i for i, _ in examples) or None)

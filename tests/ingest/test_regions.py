@@ -231,3 +231,15 @@ def test_ask_scores_the_photo_once_for_detect_and_seek(tmp_path, folders, packag
     assert answer.detection is not None and answer.hits
     assert counting.calls.count("patches") == 1  # the anomaly map and the region key read one scoring
     assert counting.calls.count("global") == 1  # one global embedding for detect, seek and the type
+
+
+def test_a_damaged_example_photo_does_not_fail_the_ingest(tmp_path, folders, packaged: Encoder):
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        kb.ingest([folders / "examples"])
+        lock = next(LockPayload.read(h.payload) for h in kb.store.scroll(Where.of(category="tile", kind="image")))
+        kb.blobs.path(str(lock.blob)).write_bytes(b"not a png any more")
+        report = kb.ingest([folders / "references"])
+        assert report.ok and report.regions_added == 0
+        assert any("region locks not updated for tile" in note for note in report.notes), report.notes
+        result = kb.seek(synth.sample("tile", "crack", 77_500, SIZE)[0], k=1, category="tile")
+        assert result.hits and not result.diagnostics.region.used  # seek still answers, by the global key

@@ -140,7 +140,7 @@ def print_seek(result: SeekResult) -> None:
         versus = f" over {runner.category}/{runner.defect_type}" if runner else ""
         out.print(
             f"predicted defect type: [bold]{t.category}/{t.defect_type}[/bold] "
-            f"(similarity {t.similarity:.3f}, margin {fmt(t.margin)}{versus})",
+            f"(similarity {t.similarity:.3f}, margin {fmt(t.margin)}{versus}; key {t.key})",
             highlight=False,
         )
     if result.hits:
@@ -197,7 +197,8 @@ def print_detection(det: Detection) -> None:
     t = det.predicted_defect_type
     if t is not None:
         out.print(
-            f"defect type: [bold]{t.defect_type}[/bold] (similarity {t.similarity:.3f}, margin {fmt(t.margin)})",
+            f"defect type: [bold]{t.defect_type}[/bold] (similarity {t.similarity:.3f}, margin {fmt(t.margin)}; "
+            f"key {t.key})",
             highlight=False,
         )
     for r in det.regions:

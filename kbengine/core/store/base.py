@@ -139,6 +139,15 @@ class QdrantBackend(ABC):
 
     filters: FilterModels
     PAGE_SIZE = 1024
+    META_ID = META_ID
+    INDEXED_FIELDS = INDEXED_FIELDS
+
+    @staticmethod
+    def collection_plan(
+        identity: EncoderIdentity, region_dim: int | None
+    ) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+        """What a new collection needs: its named vectors with their lengths, and the metadata payload."""
+        return vector_sizes(identity, region_dim), meta_payload(identity, region_dim)
 
     @property
     @abstractmethod

@@ -18,15 +18,7 @@ import portalocker
 
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import StoreError, StoreInUseError
-from kbengine.core.store.base import (
-    INDEXED_FIELDS,
-    META_ID,
-    Page,
-    QdrantBackend,
-    StorePoint,
-    meta_payload,
-    vector_sizes,
-)
+from kbengine.core.store.base import Page, QdrantBackend, StorePoint
 from kbengine.core.store.filters import FilterModels
 
 BATCH = 512
@@ -80,20 +72,19 @@ class EdgeStore(QdrantBackend):
         return self.shard is not None
 
     def _meta_payload(self) -> Mapping[str, Any] | None:
-        records = self.shard.retrieve([META_ID], True, False)
+        records = self.shard.retrieve([self.META_ID], True, False)
         return records[0].payload if records else None
 
     def ensure_collection(self, identity: EncoderIdentity, region_dim: int | None = None) -> None:
         if self.shard is not None:
             return
         qdrant = self.qdrant
-        sizes = vector_sizes(identity, region_dim)
+        sizes, meta = self.collection_plan(identity, region_dim)
         vectors = {name: qdrant.EdgeVectorParams(size=size, distance=qdrant.Distance.Cosine) for name, size in sizes}
         self.shard = qdrant.EdgeShard.create(str(self.path), qdrant.EdgeConfig(vectors=vectors))
-        for field in INDEXED_FIELDS:
+        for field in self.INDEXED_FIELDS:
             self.shard.update(qdrant.UpdateOperation.create_field_index(field, qdrant.PayloadSchemaType.Keyword))
-        meta = qdrant.Point(META_ID, {}, meta_payload(identity, region_dim))
-        self.shard.update(qdrant.UpdateOperation.upsert_points([meta]))
+        self.shard.update(qdrant.UpdateOperation.upsert_points([qdrant.Point(self.META_ID, {}, meta)]))
         self.shard.flush()
 
     def upsert(self, points: Sequence[StorePoint]) -> None:

@@ -9,15 +9,7 @@ from typing import Any
 
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import StoreError
-from kbengine.core.store.base import (
-    INDEXED_FIELDS,
-    META_ID,
-    Page,
-    QdrantBackend,
-    StorePoint,
-    meta_payload,
-    vector_sizes,
-)
+from kbengine.core.store.base import Page, QdrantBackend, StorePoint
 from kbengine.core.store.filters import FilterModels
 
 BATCH = 256
@@ -68,14 +60,14 @@ class ServerStore(QdrantBackend):
         return self._exists
 
     def _meta_payload(self) -> Mapping[str, Any] | None:
-        records = self.client.retrieve(self.collection, [META_ID], with_payload=True)
+        records = self.client.retrieve(self.collection, [self.META_ID], with_payload=True)
         return records[0].payload if records else None
 
     def ensure_collection(self, identity: EncoderIdentity, region_dim: int | None = None) -> None:
         if self._exists:
             return
         models = self.models
-        sizes = vector_sizes(identity, region_dim)
+        sizes, meta = self.collection_plan(identity, region_dim)
         vectors = {name: models.VectorParams(size=size, distance=models.Distance.COSINE) for name, size in sizes}
         self.client.create_collection(
             self.collection,
@@ -83,11 +75,11 @@ class ServerStore(QdrantBackend):
             shard_number=self.shard_number,
             replication_factor=self.replication_factor,
         )
-        for field in INDEXED_FIELDS if not self.local else ():  # local mode ignores payload indexes
+        for field in self.INDEXED_FIELDS if not self.local else ():  # local mode ignores payload indexes
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
         self.client.upsert(
             self.collection,
-            [models.PointStruct(id=META_ID, vector={}, payload=meta_payload(identity, region_dim))],
+            [models.PointStruct(id=self.META_ID, vector={}, payload=meta)],
             wait=True,
         )
         self._exists = True

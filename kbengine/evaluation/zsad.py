@@ -89,13 +89,11 @@ def eval_zsad(
                     det = detector.run(detector.load(item.path), plan)
                     scores.append(det.score)
                     labels.append(0 if item.is_normal else 1)
-                    if (item.is_normal or item.mask is not None) and (
-                        not maps or maps[0].shape == det.anomaly_map.shape
-                    ):
+                    if item.is_normal or item.mask is not None:
                         maps.append(det.anomaly_map)
                         masks.append(_mask(item, det.width, det.height))
                     done += 1
-                rows.append(zsad_row(category, scores, labels, maps, masks))
+                rows.append(zsad_row(category, scores, labels, *same_size(maps, masks)))
             encoder_name = kb.encoder.identity.name
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -117,6 +115,27 @@ def eval_zsad(
 
 def shots_of(normals: list[DatasetImage]) -> list[Image.Image]:
     return [load_image(n.path) for n in normals]
+
+
+EVAL_SIZE = 256
+"""Pixel metrics pool every image's pixels; images of different sizes are compared at this size."""
+
+
+def same_size(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The maps and masks as they are when all share one size, else each resized to EVAL_SIZE
+    square (maps bilinear, masks nearest), so every image counts in the pixel metrics."""
+    if len({m.shape for m in maps}) <= 1:
+        return maps, masks
+    size = (EVAL_SIZE, EVAL_SIZE)
+    resized_maps = [
+        np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
+        for m in maps
+    ]
+    resized_masks = [
+        np.asarray(Image.fromarray(k.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 127
+        for k in masks
+    ]
+    return resized_maps, resized_masks
 
 
 def _mask(item: DatasetImage, width: int, height: int) -> np.ndarray:

@@ -98,3 +98,23 @@ def test_examples_protocol_reports_every_key(material):
     assert no_references.overall.keys["auto"] == no_references.overall.keys["global"]
     with pytest.raises(InvalidInputError, match="none left to query with"):
         eval_seek(material["dataset"], Settings(encoder="packaged"), examples=2)
+
+
+def test_pixel_metrics_count_images_of_every_size():
+    """Photos of different sizes are all compared (at one size), none left out of the pixel metrics."""
+    import numpy as np
+
+    from kbengine.evaluation.zsad import EVAL_SIZE, same_size, zsad_row
+
+    maps, masks = [], []
+    for height, width in ((64, 96), (80, 80), (50, 120)):
+        mask = np.zeros((height, width), bool)
+        mask[height // 4 : height // 2, width // 4 : width // 2] = True
+        maps.append(mask.astype(np.float32) * 0.9 + 0.05)
+        masks.append(mask)
+    kept_maps, kept_masks = same_size(maps, masks)
+    assert len(kept_maps) == len(kept_masks) == 3 and {m.shape for m in kept_maps} == {(EVAL_SIZE, EVAL_SIZE)}
+    row = zsad_row("parts", [0.9, 0.9, 0.9], [1, 1, 1], kept_maps, kept_masks)
+    assert row.pixel_auroc is not None and row.pixel_auroc > 0.99
+    same = [np.zeros((8, 8), np.float32)] * 2
+    assert same_size(same, [np.zeros((8, 8), bool)] * 2)[0] is same  # one size: unchanged

@@ -93,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kbengine.core.settings import Settings
-    from kbengine.evaluation.seek import split_examples, write_knowledge
+    from kbengine.evaluation.seek import run_queries, split_examples, summarise, write_knowledge
     from kbengine.facade import KnowledgeBase
 
     knowledge, normals, queries = split_examples(args.dataset, args.examples, args.references, None, args.limit)
@@ -127,9 +127,7 @@ def main() -> None:
             with KnowledgeBase.open(settings=settings) as kb:
                 report = kb.ingest(sources, **options)  # type: ignore[arg-type]
                 print(f"{name}: {report.documents} documents, {len(report.unlabeled)} unlabeled", flush=True)
-                from kbengine.evaluation.seek import _run, summarise
-
-                records = _run(kb, queries, "topk", args.k, None)
+                records = run_queries(kb, queries, "topk", args.k, None)
                 results[name] = summarise(str(args.dataset), name, "topk", args.k, records, 0.0).overall
         for name, row in results.items():
             keys = ", ".join(f"{k} {s.top1:.3f}" for k, s in row.keys.items())

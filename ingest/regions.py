@@ -53,19 +53,19 @@ def update_regions(store: Store, banks: ReferenceBanks, progress: Progress | Non
     if meta is None or not meta.region_dim:
         return update
     for category, has_references in banks.categories().items():
-        bank_fingerprint = banks.fingerprint_of(category) if has_references else None
+        references = banks.references(category) if has_references else []
         examples = _examples(store, category)
-        if bank_fingerprint is None:
+        if not references:
             update.removed += _delete(store, Where.of(category=category, kind="region"))
             if examples:
                 update.without_references.append(category)
             continue
-        fingerprint = region_fingerprint(bank_fingerprint)
+        fingerprint = region_fingerprint(banks.fingerprint(references))
         current = Where.of(category=category, kind="region", bank=fingerprint)
         done = {RegionLabel.read(h.payload).region_of for h in store.scroll(current, fields=RegionLabel.fields())}
         todo = [(lock_id, lock) for lock_id, lock in examples if lock_id not in done]
         try:
-            bank = banks.get(category) if todo else None  # built only when something is missing
+            bank = banks.get(category, references) if todo else None  # built only when something is missing
         except KBEngineError as e:
             update.failed.append(f"{category}: {e}")
             continue

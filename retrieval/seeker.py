@@ -215,10 +215,10 @@ class Seeker:
         category = category or self.banks.category_of(query.global_key, exclude_sources)
         if category is None:
             return RegionKey(None, "no category to compare with")
-        bank_fingerprint = self.banks.fingerprint_of(category)
-        if bank_fingerprint is None:
+        references = self.banks.references(category)
+        if not references:
             return RegionKey(None, f"category {category!r} has no normal references", category, inferred)
-        fingerprint = region_fingerprint(bank_fingerprint)
+        fingerprint = region_fingerprint(self.banks.fingerprint(references))
         if self.store.count(Where.of(category=category, kind="region", bank=fingerprint)) == 0:
             stale = self.store.count(Where.of(category=category, kind="region")) > 0
             note = "its region locks predate its current normal references: run kbengine ingest to renew them"
@@ -226,7 +226,7 @@ class Seeker:
                 None, f"category {category!r}: " + (note if stale else "no region locks"), category, inferred
             )
         try:
-            bank = self.banks.get(category)
+            bank = self.banks.get(category, references)
         except KBEngineError as e:  # a damaged reference: seek still answers, with the global key
             return RegionKey(None, f"category {category!r}: its references cannot be read ({e})", category, inferred)
         if bank is None:

@@ -114,7 +114,7 @@ def eval_seek(
     started = time.perf_counter()
     if kb is not None:
         queries = seek_queries(dataset, categories, limit)
-        records = _run(kb, queries, strategy, k, progress, focus)
+        records = run_queries(kb, queries, strategy, k, progress, focus)
         return summarise(str(dataset), kb.store.location, strategy, k, records, time.perf_counter() - started)
     folder = Path(tempfile.mkdtemp(prefix="kbengine-eval-"))
     try:
@@ -127,13 +127,13 @@ def eval_seek(
             queries, sources, name = seek_queries(dataset, categories, limit), [dataset], "leave-one-out"
         with KnowledgeBase.open(settings=local) as temporary:
             temporary.ingest(sources, progress=ingest_progress)
-            records = _run(temporary, queries, strategy, k, progress, focus)
+            records = run_queries(temporary, queries, strategy, k, progress, focus)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return summarise(str(dataset), name, strategy, k, records, time.perf_counter() - started)
 
 
-def _run(
+def run_queries(
     kb: KnowledgeBase,
     queries: list[DatasetImage],
     strategy: str,
@@ -141,6 +141,7 @@ def _run(
     progress: Progress | None,
     focus: bool | None = None,
 ) -> list[SeekEvalQuery]:
+    """Each query sought with every key against ``kb``, leaving its own image out."""
     records = []
     for done, image in enumerate(queries):
         if progress:

@@ -64,14 +64,10 @@ class ReferenceBanks:
         parts = [BANK_VERSION, self.encoder.identity.name, *(lock.sha256 for lock in references)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
-    def fingerprint_of(self, category: str) -> str | None:
-        """The category's bank fingerprint, without building the bank; None without references."""
-        references = self.references(category)
-        return self.fingerprint(references) if references else None
-
-    def get(self, category: str) -> ReferenceBank | None:
-        """The category's bank (built once per set of references, then cached); None without references."""
-        references = self.references(category)
+    def get(self, category: str, references: list[LockPayload] | None = None) -> ReferenceBank | None:
+        """The category's bank (built once per set of references, then cached); None without
+        references. ``references``: the category's, when the caller has read them already."""
+        references = self.references(category) if references is None else references
         if not references:
             return None
         fingerprint = self.fingerprint(references)

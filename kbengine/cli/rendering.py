@@ -240,13 +240,28 @@ def print_zsad(report: ZsadReport) -> None:
         + f" ({report.mean.images} images, {report.ms_per_image:.0f} ms/image)",
         highlight=False,
     )
-    names = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max")
+    names = (
+        "image_auroc",
+        "image_ap",
+        "image_f1_max",
+        "pixel_auroc",
+        "pixel_aupro",
+        "pixel_f1_max",
+        "region_recall",
+        "box_precision",
+    )
 
     def cells(row: ZsadRow) -> list[str]:
         return [row.category, str(row.images), *(_metric(getattr(row, n)) for n in names)]
 
     columns = ["category", "images", *(n.replace("_", " ") for n in names)]
     print_table(columns, [cells(r) for r in report.rows], cells(report.mean))
+    rules = [r for r in report.rows if r.score_rule]
+    if rules:
+        out.print("image score rule and views per category (chosen from the references alone):", highlight=False)
+        print_table(
+            ["category", "image score rule", "views"], [[r.category, r.score_rule or "", r.views or ""] for r in rules]
+        )
 
 
 def print_seek_eval(report: SeekEvalReport) -> None:

@@ -27,6 +27,7 @@ class Query:
         self._global_key: np.ndarray | None = None
         self._scores: dict[str, PatchScores] = {}
         self._regions: dict[str, np.ndarray] = {}
+        self._bank_keys: dict[str, np.ndarray] = {}
 
     @classmethod
     def of(cls, image: ImageInput | Query, encoder: Encoder, max_pixels: int) -> Query:
@@ -48,6 +49,15 @@ class Query:
         if self._global_key is None:
             self._global_key = self.encoder.embed_images([self.picture])[0]
         return self._global_key
+
+    def bank_global_key(self, bank: ReferenceBank) -> np.ndarray:
+        """The global embedding as ``bank`` reads photos: the plain one unless the bank
+        standardises brightness (then one more pass, on the standardised photo)."""
+        if not bank.bank.profile.photometric:
+            return self.global_key
+        if bank.fingerprint not in self._bank_keys:
+            self._bank_keys[bank.fingerprint] = self.encoder.embed_images([bank.bank.prepare(self.picture)])[0]
+        return self._bank_keys[bank.fingerprint]
 
     def patch_scores(self, bank: ReferenceBank) -> PatchScores:
         """The photo's patches against ``bank`` (computed once per bank)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
     detect_max_references: int = Field(32, ge=1, description="Normal references per category in a memory bank.")
     detect_map_form: str = Field(
         "ratio", pattern="^(ratio|softmax)$", description="Zero-shot map: eq. 2's ratio or the softmax form."
+    )
+    detect_augment: Literal["never", "auto", "always"] = Field(
+        "never",
+        description="Flipped normal references in the memory bank: 'auto' for categories whose references are not "
+        "aligned (textures, parts in any pose), 'always', or 'never' (measured: it helps some textures and hurts "
+        "others; the README has the table).",
     )
     detect_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Binarisation level of the [0, 1] map.")
     # Reasoning (MLLM)

@@ -61,6 +61,12 @@ class ZsadRow(BaseModel):
     pixel_auroc: float | None = None
     pixel_aupro: float | None = None
     pixel_f1_max: float | None = None
+    region_recall: float | None = Field(
+        None, description="Ground-truth regions at least half inside the predicted region boxes."
+    )
+    box_precision: float | None = Field(None, description="Predicted region boxes that hold a defect pixel.")
+    score_rule: str | None = Field(None, description="The image score rule the category's references chose.")
+    views: str | None = Field(None, description="How the category's photos were read (tiles, brightness, flips).")
 
 
 class ZsadReport(BaseModel):

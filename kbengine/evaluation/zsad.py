@@ -3,7 +3,9 @@
 Every test image of each category is scored by the AD Expert; the normal references are the
 first ``shots`` images of the category's ``train/good`` (0 = pure zero-shot), so the dataset's own
 test images never enter a memory bank. Metrics come from ``reasoning.expert.metrics`` (image
-AUROC/AP/F1-max; pixel AUROC/AUPRO at FPR 0.3/F1-max on images that have masks).
+AUROC/AP/F1-max; pixel AUROC/AUPRO at FPR 0.3/F1-max on images that have masks; region recall and
+box precision of the region boxes a user sees). Each row names the image score rule and the way
+of reading photos that the category's references chose (``BankProfile``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,20 @@ from kbengine.core.settings import Settings
 from kbengine.evaluation.progress import Progress
 from kbengine.evaluation.reports import ZsadReport, ZsadRow
 from kbengine.facade import KnowledgeBase
-from reasoning.expert.metrics import image_metrics, pixel_metrics
+from reasoning.expert.evidence import score_rule
+from reasoning.expert.metrics import box_precision, image_metrics, pixel_metrics, region_coverage
 from reasoning.expert.training import load_learned_texts
 
-METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max")
+METRICS = (
+    "image_auroc",
+    "image_ap",
+    "image_f1_max",
+    "pixel_auroc",
+    "pixel_aupro",
+    "pixel_f1_max",
+    "region_recall",
+    "box_precision",
+)
 
 
 def eval_zsad(
@@ -74,7 +86,7 @@ def eval_zsad(
                     raise InvalidInputError(f"{category} has no train/good images to take {shots} reference(s) from")
                 bank = None
                 if normals:
-                    shots_bank = build_bank(kb.encoder, shots_of(normals))
+                    shots_bank = build_bank(kb.encoder, shots_of(normals), augment=settings.detect_augment)
                     bank = ReferenceBank(category, f"shots:{category}:{len(normals)}", shots_bank)
                 plan = detector.plan(
                     category, mode, bank=bank, learned=learned, learned_name=str(prompts) if prompts else None
@@ -83,6 +95,7 @@ def eval_zsad(
                 labels: list[int] = []
                 maps: list[np.ndarray] = []
                 masks: list[np.ndarray] = []
+                regions = np.zeros(4, np.int64)  # covered, total, touching boxes, boxes
                 for item in tests[category]:
                     if progress:
                         progress(done, total, str(item.path))
@@ -92,8 +105,20 @@ def eval_zsad(
                     if item.is_normal or item.mask is not None:
                         maps.append(det.anomaly_map)
                         masks.append(_mask(item, det.width, det.height))
+                        boxes = [r.bbox for r in det.regions]
+                        regions += [*region_coverage(masks[-1], boxes), *box_precision(masks[-1], boxes)]
                     done += 1
-                rows.append(zsad_row(category, scores, labels, *same_size(maps, masks)))
+                row = zsad_row(category, scores, labels, *same_size(maps, masks))
+                rows.append(
+                    row.model_copy(
+                        update={
+                            "region_recall": regions[0] / regions[1] if regions[1] else None,
+                            "box_precision": regions[2] / regions[3] if regions[3] and regions[1] else None,
+                            "score_rule": score_rule(bank) if bank is not None else None,
+                            "views": bank.bank.profile.describe() if bank is not None else None,
+                        }
+                    )
+                )
             encoder_name = kb.encoder.identity.name
     finally:
         shutil.rmtree(folder, ignore_errors=True)

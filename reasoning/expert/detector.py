@@ -34,7 +34,7 @@ from kbengine.core.query import Query
 from kbengine.core.schemas import Detection, Evidence, Region
 from kbengine.core.settings import Settings
 from reasoning.expert.domains import Domain
-from reasoning.expert.evidence import MapEvidence, reference_evidence, verdict, zero_shot_evidence
+from reasoning.expert.evidence import MapEvidence, reference_evidence, score_rule, verdict, zero_shot_evidence
 from reasoning.expert.knowledge import ExpertKnowledge
 from reasoning.expert.zero_shot import TextPair, require_joint
 from retrieval.centroids import TypeService
@@ -214,6 +214,8 @@ class Detector:
                 calibrated=found.calibrated,
                 fusion=found.fusion,
                 domain=plan.domain.name,
+                score_rule=score_rule(plan.bank) if plan.bank is not None else None,
+                views=plan.bank.bank.profile.describe() if plan.bank is not None else None,
                 notes=[*plan.notes, *(n for e in evidence for n in e.notes)],
             ),
             width=width,

@@ -3,7 +3,8 @@ own decision threshold) and an image score, and the verdict that fuses them.
 
 - ``references``: nearest-normal-patch distances against the category's memory bank, scaled by
   the bank's leave-one-out calibration; the image score is the logistic of the image z (the larger
-  of the local score's and the global embedding's, ``Calibration.image_z``) over 3.
+  of the local score's and, when the bank's profile keeps it, the global embedding's:
+  ``Calibration.image_z``) over 3.
 - ``zero_shot``: the eq. 2 map of CLIP patch tokens against the prompt pair.
 - the verdict: the mean of the maps and of the scores (``anomaly_map.fuse``), binarised at the
   settings' threshold, with regions.
@@ -24,6 +25,17 @@ from reasoning.expert.regions import find_regions
 from reasoning.expert.zero_shot import TextPair, zero_shot
 
 FUSION_RULE = "mean of the [0, 1] maps and of the image scores"
+LOCAL_RULE = "local z (top-1% mean of the smoothed patch distances)"
+
+
+def score_rule(reference: ReferenceBank) -> str:
+    """The image score rule a bank's profile chose, in words (``Evidence.score_rule``)."""
+    bank = reference.bank
+    if bank.calibration is None:
+        return "top-1% mean of the smoothed patch distances (uncalibrated: one reference)"
+    if bank.profile.global_term:
+        return f"max of the {LOCAL_RULE} and the global embedding z"
+    return f"{LOCAL_RULE}; global term off (the references' global spread is wide)"
 
 
 @dataclass
@@ -44,7 +56,8 @@ def reference_evidence(query: Query, reference: ReferenceBank, *, alone: bool) -
     distances = query.patch_scores(reference).distance_grid
     c = bank.calibration
     if c is not None:
-        z = c.image_z(image_score(distances), bank.global_distance(query.global_key))
+        global_distance = bank.global_distance(query.bank_global_key(reference)) if bank.profile.global_term else None
+        z = c.image_z(image_score(distances), global_distance)
         scaled = scale_distances(distances, c.patch_mean, c.patch_threshold)
         return MapEvidence(upsample(scaled, width, height), float(logistic(z / 3.0)), calibrated=True)
     low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))

@@ -39,6 +39,9 @@ Metrics
     values, so every point lies on the exact curve): less memory, slightly coarser.
 ``image_metrics`` / ``pixel_metrics``
     Dictionaries of the above; ``pixel_metrics`` sorts the pixels once and shares the order.
+``region_coverage`` / ``box_precision``
+    What a user sees: the share of ground-truth regions whose pixels lie at least half inside the
+    predicted region boxes (region recall), and the share of boxes that hold a defect pixel.
 
 Inputs
 ------
@@ -59,10 +62,12 @@ __all__ = [
     "aupro",
     "auroc",
     "average_precision",
+    "box_precision",
     "f1_max",
     "image_metrics",
     "pixel_auroc",
     "pixel_metrics",
+    "region_coverage",
 ]
 
 BoolArray = npt.NDArray[np.bool_]
@@ -316,3 +321,32 @@ def pixel_metrics(masks: npt.ArrayLike, maps: npt.ArrayLike, fpr_limit: float = 
         "pixel_aupro": _area_up_to(fpr, pro, fpr_limit) / fpr_limit,
         "pixel_f1_max": _f1_max(curve)[0],
     }
+
+
+# ------------------------------------------------------------------------------------------ public: regions
+
+Box = tuple[int, int, int, int]
+
+
+def region_coverage(mask: npt.ArrayLike, boxes: list[Box], cover: float = 0.5) -> tuple[int, int]:
+    """(covered, total) ground-truth regions of one image: a region (8-connected component of
+    ``mask``) is covered when at least ``cover`` of its pixels lie inside the union of the
+    predicted ``boxes`` ((x0, y0, x1, y1), exclusive ends, as ``Region.bbox``)."""
+    m = np.asarray(mask).astype(bool)
+    labels, count = ndimage.label(m, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return 0, 0
+    inside = np.zeros_like(m)
+    for x0, y0, x1, y1 in boxes:
+        inside[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(np.ones_like(m, np.float64), labels, index)
+    covered = ndimage.sum_labels(inside.astype(np.float64), labels, index)
+    return int(np.sum(covered >= cover * sizes)), int(count)
+
+
+def box_precision(mask: npt.ArrayLike, boxes: list[Box]) -> tuple[int, int]:
+    """(touching, total) predicted boxes of one image: a box touches when it holds a defect pixel."""
+    m = np.asarray(mask).astype(bool)
+    touching = sum(bool(m[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)].any()) for x0, y0, x1, y1 in boxes)
+    return touching, len(boxes)

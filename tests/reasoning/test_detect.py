@@ -180,6 +180,8 @@ def test_eval_zsad_and_cli(material, tmp_path, monkeypatch):
     assert [r.category for r in report.rows] == ["disc", "tile"] and report.mode == "auto"
     assert report.mean.image_auroc is not None and report.mean.pixel_auroc is not None
     assert report.mean.pixel_auroc > 0.8
+    for row in report.rows:  # what the category's references chose, and what a user's boxes catch
+        assert row.score_rule and row.views and row.region_recall is not None and 0 <= row.region_recall <= 1
     with pytest.raises(InvalidInputError, match="needs normal references"):
         eval_zsad(material["dataset"], Settings(encoder="packaged"), shots=0, mode="references")
     with pytest.raises(InvalidInputError, match="joint image-text space"):

@@ -16,10 +16,12 @@ from reasoning.expert.metrics import (
     aupro,
     auroc,
     average_precision,
+    box_precision,
     f1_max,
     image_metrics,
     pixel_auroc,
     pixel_metrics,
+    region_coverage,
 )
 
 TOL = 1e-12
@@ -337,3 +339,16 @@ def test_pixel_one_class_and_invalid_inputs_raise():
             aupro(masks, maps, fpr_limit=limit)
         with pytest.raises(ValueError, match="fpr_limit"):
             pixel_metrics(masks, maps, fpr_limit=limit)
+
+
+def test_region_recall_counts_regions_half_inside_the_boxes():
+    mask = np.zeros((20, 20), bool)
+    mask[2:4, 2:6] = True  # 8 pixels
+    mask[10:14, 10:14] = True  # 16 pixels, apart from the first
+    assert region_coverage(mask, []) == (0, 2)
+    assert region_coverage(mask, [(2, 2, 4, 4)]) == (1, 2)  # half of the first region
+    assert region_coverage(mask, [(2, 2, 3, 4)]) == (0, 2)  # a quarter is not enough
+    assert region_coverage(mask, [(0, 0, 20, 20)]) == (2, 2)
+    assert region_coverage(np.zeros((5, 5), bool), [(0, 0, 5, 5)]) == (0, 0)
+    assert box_precision(mask, [(0, 0, 20, 20), (15, 0, 20, 5)]) == (1, 2)
+    assert box_precision(mask, []) == (0, 0)

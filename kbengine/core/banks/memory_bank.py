@@ -8,9 +8,11 @@ quarters; the README has the layer comparison). Each is averaged over its 3x3 ne
 (local context, tolerance to small shifts), upsampled to the finest grid and concatenated; each
 layer is divided by its mean feature norm over the references first so no layer dominates.
 
-Size: greedy k-center coreset (on a 128-d random projection) keeps at most ``max_patches``
+Size: greedy k-center coreset (on a 64-d random projection) keeps at most ``max_patches``
 (32768: the default 32 references at 28x28 patches fit whole, so ingest, which builds the banks
-for region locks, never waits for a coreset; more are subsampled once, then cached).
+for region locks, never waits for a coreset; more are subsampled once, then cached). A tiled
+category's queries have more patches, so its bank keeps at most ``2 * max_patches / tiles``
+(16384 at 2x2 tiles): the nearest-patch search, the larger cost of a query, stays bounded.
 Calibration: with two or more references, up to 16 of them are each scored against the bank
 without the patches they contributed (leave-one-out); the normal patch and image scores give the
 map's scale (the 99.9th percentile of normal patch scores becomes the binarisation threshold) and
@@ -18,25 +20,30 @@ the image score's z statistics (the image threshold is z = 3).
 
 Image level: the local score's z is combined (max) with the z of the image's global embedding
 distance to its nearest reference (leave-one-out statistics), which catches changes spread over
-the whole part (the README has the figures).
+the whole part, when the category's profile keeps the global term (``profile``: the references'
+own global spread decides; the README has the figures).
+
+How photos are read (brightness standardisation, tiles, flipped references) is the category's
+``BankProfile``, decided here from the references alone and applied alike to every query.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from kbengine.core.banks.profile import BankProfile, flips, profile_references, split, standardise, with_global_spread
 from kbengine.core.banks.scoring import image_score
 from kbengine.core.encoders.base import Encoder
 
 MAX_PATCHES = 32_768
 CALIBRATION_IMAGES = 16
-PROJECTION_DIM = 128
+PROJECTION_DIM = 64
 PATCH_QUANTILE = 0.999
 
 
@@ -57,7 +64,8 @@ class Calibration:
 
     def image_z(self, local: float, global_distance: float | None) -> float:
         """How unusual the image is, in normal standard deviations: the larger of the local score's
-        z and the global embedding's nearest-normal distance z (the image threshold is z = 3)."""
+        z and the global embedding's nearest-normal distance z (the image threshold is z = 3);
+        ``global_distance`` None leaves the global term out."""
         z = (local - self.image_mean) / max(self.image_std, 1e-6)
         if global_distance is not None and self.global_std > 0:
             z = max(z, (global_distance - self.global_mean) / max(self.global_std, 1e-6))
@@ -74,13 +82,18 @@ class MemoryBank:
     references: int
     calibration: Calibration | None = None
     global_keys: np.ndarray | None = None
-    """(n, D) unit global embeddings of the references."""
+    """(n, D) unit global embeddings of the references (read as ``prepare`` reads them)."""
+    profile: BankProfile = field(default_factory=BankProfile)
 
     def global_distance(self, key: np.ndarray) -> float | None:
         """1 - the cosine of ``key`` to the nearest reference's global embedding."""
         if self.global_keys is None or not len(self.global_keys):
             return None
         return float(1.0 - np.max(self.global_keys @ key))
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        """A photo as this bank reads it (brightness-standardised when the profile says so)."""
+        return standardise(image) if self.profile.photometric else image
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         c = self.calibration
@@ -106,6 +119,7 @@ class MemoryBank:
             "references": np.array(self.references),
             "calibration": calib,
             "global_keys": self.global_keys if self.global_keys is not None else np.zeros((0, 0), np.float32),
+            "profile": self.profile.to_array(),
         }
 
     @classmethod
@@ -118,6 +132,7 @@ class MemoryBank:
             references=int(data["references"]),
             calibration=Calibration(*(float(v) for v in c)) if len(c) == 6 else None,
             global_keys=data["global_keys"] if "global_keys" in data and data["global_keys"].size else None,
+            profile=BankProfile.from_array(data["profile"]) if "profile" in data else BankProfile(),
         )
 
 
@@ -136,13 +151,21 @@ def patch_grid(encoder: Encoder, images: Sequence[Image.Image], layers: Sequence
 
 
 def embed_patches(
-    encoder: Encoder, images: Sequence[Image.Image], layers: Sequence[int], scale: np.ndarray | None, batch: int = 8
+    encoder: Encoder,
+    images: Sequence[Image.Image],
+    layers: Sequence[int],
+    scale: np.ndarray | None,
+    batch: int = 8,
+    tiles: tuple[int, int] = (1, 1),
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """(N, h*w, D) concatenated scaled features, the per-layer scale used, and the grid (h, w)."""
+    """(N, h*w, D) concatenated scaled features, the per-layer scale used, and the grid (h, w).
+    With ``tiles`` (rows, columns) each image is read tile by tile and the tiles' grids are
+    stitched back in place."""
+    pieces = [tile for image in images for tile in split(image, tiles)]
     chunks: list[list[np.ndarray]] = []
-    for i in range(0, len(images), batch):
-        chunks.append(patch_grid(encoder, images[i : i + batch], layers))
-    per_layer = [np.concatenate([c[j] for c in chunks]) for j in range(len(layers))]
+    for i in range(0, len(pieces), batch):
+        chunks.append(patch_grid(encoder, pieces[i : i + batch], layers))
+    per_layer = [_stitch(np.concatenate([c[j] for c in chunks]), tiles) for j in range(len(layers))]
     if scale is None:
         scale = np.array([float(np.linalg.norm(f, axis=1).mean()) or 1.0 for f in per_layer])
     scaled = np.concatenate([f / s for f, s in zip(per_layer, scale, strict=True)], axis=1)
@@ -150,9 +173,19 @@ def embed_patches(
     return scaled.transpose(0, 2, 3, 1).reshape(n, h * w, d).astype(np.float32), scale, (h, w)
 
 
+def _stitch(grids: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
+    """(N * rows * cols, C, h, w) tile grids -> (N, C, rows * h, cols * w)."""
+    rows, cols = tiles
+    if rows * cols == 1:
+        return grids
+    n, (c, h, w) = len(grids) // (rows * cols), grids.shape[1:]
+    return grids.reshape(n, rows, cols, c, h, w).transpose(0, 3, 1, 4, 2, 5).reshape(n, c, rows * h, cols * w)
+
+
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Indices of a greedy k-center coreset (each step adds the point furthest from the set);
-    squared distances via ||x||^2 - 2 x.c + ||c||^2, one matrix-vector product per step."""
+    squared distances via ||x||^2 - 2 x.c + ||c||^2, one matrix-vector product per step, on a
+    64-d random projection (small enough to stay in cache: 10x faster per step than 128-d)."""
     n = len(features)
     if size >= n:
         return np.arange(n)
@@ -161,14 +194,18 @@ def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     if features.shape[1] > PROJECTION_DIM:
         projection = torch.from_numpy(rng.normal(size=(features.shape[1], PROJECTION_DIM)).astype(np.float32))
         x = x @ projection
+    x = x.contiguous()
     norms = (x * x).sum(dim=1)
     chosen = np.empty(size, np.int64)
     chosen[0] = int(rng.integers(n))
     distance = norms - 2 * torch.mv(x, x[chosen[0]]) + norms[chosen[0]]
+    step_distance = torch.empty_like(distance)
     for step in range(1, size):
         nxt = int(torch.argmax(distance))
         chosen[step] = nxt
-        torch.minimum(distance, norms - 2 * torch.mv(x, x[nxt]) + norms[nxt], out=distance)
+        torch.addmv(norms, x, x[nxt], alpha=-2, out=step_distance)
+        step_distance += norms[nxt]
+        torch.minimum(distance, step_distance, out=distance)
     return chosen
 
 
@@ -192,27 +229,46 @@ def nearest_distance(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -
 
 
 def build_bank(
-    encoder: Encoder, references: Sequence[Image.Image], max_patches: int = MAX_PATCHES, seed: int = 0
+    encoder: Encoder,
+    references: Sequence[Image.Image],
+    max_patches: int = MAX_PATCHES,
+    seed: int = 0,
+    augment: str = "never",
 ) -> MemoryBank:
-    """The category's memory bank from its normal reference images (calibrated when >= 2)."""
+    """The category's memory bank from its normal reference images (calibrated when >= 2), read
+    as their ``BankProfile`` says (decided here, from them alone)."""
     if not references:
         raise ValueError("a memory bank needs at least one normal reference image")
     layers = reference_layers(encoder)
-    feats, scale, grid = embed_patches(encoder, references, layers, None)
+    profile = profile_references(references, augment)
+    prepared = [standardise(im) if profile.photometric else im for im in references]
+    views, owner = list(prepared), list(range(len(prepared)))
+    if profile.augment:
+        for i, image in enumerate(prepared):
+            views += flips(image)
+            owner += [i, i]
+    feats, scale, grid = embed_patches(encoder, views, layers, None, tiles=profile.tiles)
     flat = feats.reshape(-1, feats.shape[-1])
-    origin = np.repeat(np.arange(len(references)), feats.shape[1])
-    keep = coreset(flat, max_patches, seed)
-    global_keys = encoder.embed_images(list(references))
+    origin = np.repeat(np.array(owner), feats.shape[1])
+    tiles = profile.tiles[0] * profile.tiles[1]
+    keep = coreset(flat, max_patches if tiles == 1 else min(max_patches, 2 * max_patches // tiles), seed)
+    global_keys = encoder.embed_images(prepared)
     bank = MemoryBank(
-        patches=flat[keep], layer_scale=scale, layers=layers, references=len(references), global_keys=global_keys
+        patches=flat[keep],
+        layer_scale=scale,
+        layers=layers,
+        references=len(references),
+        global_keys=global_keys,
+        profile=profile,
     )
     if len(references) >= 2:
-        bank.calibration = _calibrate(feats, grid, bank.patches, origin[keep])
+        bank.calibration = _calibrate(feats[: len(prepared)], grid, bank.patches, origin[keep])
         similarity = global_keys @ global_keys.T
         np.fill_diagonal(similarity, -np.inf)
         distances = 1.0 - similarity.max(axis=1)
         bank.calibration.global_mean = float(distances.mean())
         bank.calibration.global_std = float(distances.std()) or 1e-6
+        bank.profile = with_global_spread(profile, distances)
     return bank
 
 
@@ -253,8 +309,10 @@ class PatchScores:
 
 
 def score_images(encoder: Encoder, bank: MemoryBank, images: Sequence[Image.Image]) -> list[PatchScores]:
-    """Each image's patches against the bank (one encoder pass per batch)."""
-    feats, _, grid = embed_patches(encoder, images, bank.layers, bank.layer_scale)
+    """Each image's patches against the bank (one encoder pass per batch), read as the bank's
+    profile says."""
+    prepared = [bank.prepare(image) for image in images]
+    feats, _, grid = embed_patches(encoder, prepared, bank.layers, bank.layer_scale, tiles=bank.profile.tiles)
     scored = []
     for f in feats:
         distances, index = nearest(f, bank.patches)

@@ -28,7 +28,7 @@ from kbengine.core.vocabulary import NORMAL_TYPE
 REFERENCE_KINDS = ("image", "figure")
 EXAMPLE_KINDS = ("image", "figure")
 """Locks that are photos: a category's normal references, and its defect examples."""
-BANK_VERSION = "3"
+BANK_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class ReferenceBanks:
         return self.blobs.path(str(lock.blob))
 
     def fingerprint(self, references: list[LockPayload]) -> str:
-        parts = [BANK_VERSION, self.encoder.identity.name, *(lock.sha256 for lock in references)]
+        parts = [BANK_VERSION, self.encoder.identity.name, self.settings.detect_augment]
+        parts += [lock.sha256 for lock in references]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def get(self, category: str, references: list[LockPayload] | None = None) -> ReferenceBank | None:
@@ -79,7 +80,7 @@ class ReferenceBanks:
         bank = MemoryBank.from_arrays(stored) if stored is not None else None
         if bank is None:
             images = [load_image(self.path_of(lock), self.settings.max_image_pixels) for lock in references]
-            bank = build_bank(self.encoder, images)
+            bank = build_bank(self.encoder, images, augment=self.settings.detect_augment)
             save_arrays(path, fingerprint, bank.to_arrays())
         found = ReferenceBank(category, fingerprint, bank)
         self._banks[category] = found

@@ -29,6 +29,10 @@ class Evidence(BaseModel):
     calibrated: bool = Field(False, description="Thresholds come from scoring normal references.")
     fusion: str | None = Field(None, description="How zero-shot and reference maps were combined.")
     domain: str = DEFAULT_DOMAIN
+    score_rule: str | None = Field(None, description="How the reference evidence's image score was read off.")
+    views: str | None = Field(
+        None, description="How the category's photos are read: tiles, brightness standardisation, flipped references."
+    )
     notes: list[str] = Field(default_factory=list)
 
 

@@ -240,21 +240,13 @@ def print_zsad(report: ZsadReport) -> None:
         + f" ({report.mean.images} images, {report.ms_per_image:.0f} ms/image)",
         highlight=False,
     )
-    names = (
-        "image_auroc",
-        "image_ap",
-        "image_f1_max",
-        "pixel_auroc",
-        "pixel_aupro",
-        "pixel_f1_max",
-        "region_recall",
-        "box_precision",
-    )
+    from kbengine.evaluation.reports import ZSAD_METRICS as names
 
     def cells(row: ZsadRow) -> list[str]:
         return [row.category, str(row.images), *(_metric(getattr(row, n)) for n in names)]
 
-    columns = ["category", "images", *(n.replace("_", " ") for n in names)]
+    short = {"image": "img", "pixel": "px", "region": "region", "box": "box"}
+    columns = ["category", "images", *(" ".join(short.get(w, w) for w in n.split("_")) for n in names)]
     print_table(columns, [cells(r) for r in report.rows], cells(report.mean))
     rules = [r for r in report.rows if r.score_rule]
     if rules:

@@ -51,6 +51,19 @@ class SeekEvalReport(BaseModel):
     seconds: float = 0.0
 
 
+ZSAD_METRICS = (
+    "image_auroc",
+    "image_ap",
+    "image_f1_max",
+    "pixel_auroc",
+    "pixel_aupro",
+    "pixel_f1_max",
+    "region_recall",
+    "box_precision",
+)
+"""The metrics of a ``ZsadRow``, in the order tables print them."""
+
+
 class ZsadRow(BaseModel):
     category: str
     images: int

@@ -26,22 +26,12 @@ from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import load_image
 from kbengine.core.settings import Settings
 from kbengine.evaluation.progress import Progress
+from kbengine.evaluation.reports import ZSAD_METRICS as METRICS
 from kbengine.evaluation.reports import ZsadReport, ZsadRow
 from kbengine.facade import KnowledgeBase
 from reasoning.expert.evidence import score_rule
 from reasoning.expert.metrics import box_precision, image_metrics, pixel_metrics, region_coverage
 from reasoning.expert.training import load_learned_texts
-
-METRICS = (
-    "image_auroc",
-    "image_ap",
-    "image_f1_max",
-    "pixel_auroc",
-    "pixel_aupro",
-    "pixel_f1_max",
-    "region_recall",
-    "box_precision",
-)
 
 
 def eval_zsad(

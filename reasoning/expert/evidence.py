@@ -7,7 +7,7 @@ own decision threshold) and an image score, and the verdict that fuses them.
   ``Calibration.image_z``) over 3.
 - ``zero_shot``: the eq. 2 map of CLIP patch tokens against the prompt pair.
 - the verdict: the mean of the maps and of the scores (``anomaly_map.fuse``), binarised at the
-  settings' threshold, with regions.
+  settings' threshold with hysteresis (``grow``), with regions.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.scoring import image_score
@@ -75,6 +76,27 @@ def zero_shot_evidence(query: Query, texts: TextPair, form: str) -> MapEvidence:
     return MapEvidence(upsample(grid, *query.size), score, calibrated=True)
 
 
+GROW = 0.7
+"""Hysteresis: a region is seeded where the map reaches the threshold and grown over the connected
+pixels above ``GROW`` x the threshold (the reference map's 0.35 is about 85% of the distance the
+threshold stands for). Measured on the real textures / generated parts (16 references), region
+recall (ground-truth regions at least half inside a box) and box precision: at the threshold
+alone 0.53 / 0.82 and 0.56 / 0.71; the threshold lowered to 0.35 everywhere 0.63 / 0.91 and
+0.26 / 0.57; grown 0.61 / 0.91 and 0.46 / 0.69."""
+
+
+def grow(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+    """The mask: the connected components of ``map >= GROW * threshold`` that reach ``threshold``."""
+    seeds = anomaly_map >= threshold
+    if not seeds.any():
+        return seeds
+    labels, count = ndimage.label(anomaly_map >= GROW * threshold, structure=np.ones((3, 3), bool))
+    keep = np.zeros(count + 1, bool)
+    keep[np.unique(labels[seeds])] = True
+    keep[0] = False
+    return keep[labels]
+
+
 @dataclass
 class Verdict:
     anomaly_map: np.ndarray
@@ -92,7 +114,7 @@ def verdict(evidence: list[MapEvidence], threshold: float, *, references_calibra
     anomaly_map = np.clip(fuse(maps) if len(maps) > 1 else maps[0], 0.0, 1.0)
     scores = [e.score for e in evidence if e.score is not None]
     calibrated = bool(references_calibrated) if references_calibrated is not None else True
-    mask = anomaly_map >= threshold
+    mask = grow(anomaly_map, threshold)
     return Verdict(
         anomaly_map=anomaly_map,
         mask=mask,

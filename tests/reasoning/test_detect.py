@@ -21,6 +21,7 @@ from kbengine.core.settings import Settings
 from kbengine.evaluation.reports import ZsadReport
 from kbengine.evaluation.zsad import eval_zsad
 from reasoning.expert.domains import INDUSTRIAL, load_domain
+from reasoning.expert.evidence import grow
 from reasoning.expert.metrics import auroc
 from reasoning.expert.regions import location_phrase
 from tests.conftest import open_kb
@@ -217,3 +218,13 @@ def test_train_prompts_round_trip(tmp_path, tiny_clip, material):
     assert pair.normal.shape == pair.abnormal.shape == (tiny_clip.identity.image_dim,)
     with pytest.raises(InvalidInputError, match="no prompt file"):
         load_learned_texts(tiny_clip, tmp_path / "missing.safetensors")
+
+
+def test_the_mask_grows_from_strong_seeds_over_their_weaker_surroundings():
+    anomaly_map = np.zeros((20, 20), np.float32)
+    anomaly_map[5, 5] = 0.9  # a seed above the threshold
+    anomaly_map[5, 6:12] = 0.4  # its weaker tail, connected: grown into the mask
+    anomaly_map[15, 15:18] = 0.4  # as weak but alone: no seed, not a region
+    mask = grow(anomaly_map, 0.5)
+    assert mask[5, 5:12].all() and not mask[15].any() and mask.sum() == 7
+    assert not grow(anomaly_map * 0.5, 0.5).any()

@@ -3,16 +3,18 @@ so a misspelt field or a wrong type is reported instead of silently dropped."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from ingest.containment import OUTSIDE, leaves
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.schemas import TextSections
-from kbengine.core.vocabulary import SECTION_NAMES
+from kbengine.core.vocabulary import SECTION_NAMES, check_domain
 
 
 class Card(TextSections):
@@ -24,6 +26,8 @@ class Card(TextSections):
     category: str | None = None
     defect_type: str | None = None
     title: str | None = None
+
+    _domain_is_a_name = field_validator("domain")(lambda v: v if v is None else check_domain(v))
 
     def sections(self) -> TextSections:
         return TextSections(**self.model_dump(include=set(SECTION_NAMES)))
@@ -48,6 +52,8 @@ class Sidecar(BaseModel):
     defect_type: str | None = None
     title: str | None = None
     pages: dict[int, PageSpec] = {}
+
+    _domain_is_a_name = field_validator("domain")(lambda v: v if v is None else check_domain(v))
 
 
 def read_text(path: Path) -> str:
@@ -128,17 +134,23 @@ def load_card_md(path: Path) -> Card:
         raise InvalidInputError(_validation_message(path, e)) from e
 
 
-def load_card(folder: Path) -> tuple[Card, Path | None]:
+def load_card(folder: Path, follow_symlinks: bool = False) -> tuple[Card, Path | None]:
+    """The folder's card; a card that is a symlink to a file outside the folder is refused."""
     for name, loader in (("card.yaml", load_card_yaml), ("card.yml", load_card_yaml), ("card.md", load_card_md)):
         path = folder / name
         if path.is_file():
+            if not follow_symlinks and leaves(path, os.path.realpath(folder)):
+                raise InvalidInputError(f"{path}: {OUTSIDE}")
             return loader(path), path
     return Card(), None
 
 
-def sidecar_path(pdf: Path) -> Path | None:
+def sidecar_path(pdf: Path, follow_symlinks: bool = False) -> Path | None:
+    """The PDF's sidecar; one that is a symlink to a file outside the PDF's folder is refused."""
     for candidate in (pdf.with_name(pdf.name + ".yaml"), pdf.with_suffix(".yaml"), pdf.with_suffix(".yml")):
         if candidate.is_file():
+            if not follow_symlinks and leaves(candidate, os.path.realpath(pdf.parent)):
+                raise InvalidInputError(f"{candidate}: {OUTSIDE}")
             return candidate
     return None
 

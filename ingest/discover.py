@@ -8,7 +8,8 @@
   ``<category>/<defect_type>/`` by its path unless the card or the options say otherwise, with one
   unit per image and one for the card's text.
 - A single image file: a document of its own.
-Folders are walked following symlinks, each real folder once (a symlink loop is reported).
+Folders are walked following symlinks, each real folder once (a symlink loop is reported); a
+symlink that leads outside the folder the user gave is refused (``ingest.containment``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.cards import load_card
+from ingest.containment import OUTSIDE, leaves, real_root
 from ingest.labels import Labeler
 from ingest.pdf import pdf_unit
 from ingest.units import LockItem, Overrides, SourceUnit, doc_id, make_title, text_items
@@ -27,9 +29,10 @@ from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import IMAGE_SUFFIXES, decode_image
 from kbengine.core.schemas import KnowledgeDocument
 from kbengine.core.settings import Settings
-from kbengine.core.vocabulary import DEFAULT_DOMAIN, UNSPECIFIED_TYPE, normalise_name
+from kbengine.core.vocabulary import DEFAULT_DOMAIN, UNSPECIFIED_TYPE, is_utf8, normalise_name, printable
 
 CARD_NAMES = ("card.yaml", "card.yml", "card.md")
+NOT_UTF8 = "the file name is not UTF-8 (shown with \\x escapes); rename it to ingest it"
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 
 
@@ -48,7 +51,7 @@ def folder_units(
     A card that cannot be read fails the folder: its images are not stored under guessed metadata."""
     key = source_key(folder)
     try:
-        card, card_path = load_card(folder)
+        card, card_path = load_card(folder, settings.follow_symlinks)
     except InvalidInputError as e:
         yield Skipped(str(folder), str(e), failure=True)
         for image_path in images:
@@ -94,18 +97,26 @@ def image_unit(image_path: Path, doc: KnowledgeDocument, settings: Settings) -> 
     )
 
 
-def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Iterator[SourceUnit | Skipped]:
+def mvtec_units(
+    folder: Path, overrides: Overrides, settings: Settings, limit: str | None = None
+) -> Iterator[SourceUnit | Skipped]:
     category = normalise_name(overrides.category or folder.name)
     domain = overrides.domain or DEFAULT_DOMAIN
     groups: list[tuple[str, Path]] = []
     for split in ("train", "test"):
         root = folder / split
-        if root.is_dir():
-            groups += [(normalise_name(d.name), d) for d in sorted(root.iterdir()) if d.is_dir()]
+        try:
+            if root.is_dir():
+                groups += [(normalise_name(d.name), d) for d in sorted(root.iterdir()) if d.is_dir()]
+        except OSError as e:
+            yield Skipped(printable(str(root)), f"cannot list folder ({e.strerror})", failure=True)
     for defect_type, directory in groups:
         defect_type = (overrides.defect_type and normalise_name(overrides.defect_type)) or defect_type
+        if leaves(directory, limit):
+            yield Skipped(str(directory), OUTSIDE, failure=True)
+            continue
         try:
-            card, _ = load_card(directory)
+            card, _ = load_card(directory, settings.follow_symlinks)
         except InvalidInputError as e:
             yield Skipped(str(directory), str(e), failure=True)
             continue
@@ -118,8 +129,18 @@ def mvtec_units(folder: Path, overrides: Overrides, settings: Settings) -> Itera
             sections=card.sections(),
             source=source_key(folder),
         )
-        for image_path in image_files(directory):
-            yield image_unit(image_path, doc, settings)
+        try:
+            files = image_files(directory)
+        except OSError as e:
+            yield Skipped(printable(str(directory)), f"cannot list folder ({e.strerror})", failure=True)
+            continue
+        for image_path in files:
+            if not is_utf8(str(image_path)):
+                yield Skipped(printable(str(image_path)), NOT_UTF8, failure=True)
+            elif leaves(image_path, limit):
+                yield Skipped(str(image_path), OUTSIDE, failure=True)
+            else:
+                yield image_unit(image_path, doc, settings)
 
 
 def discover(
@@ -127,7 +148,9 @@ def discover(
 ) -> Iterator[SourceUnit | Skipped]:
     """Yield units for ``paths`` and what was skipped or refused on the way."""
     for path in paths:
-        if not path.exists() and not path.is_symlink():
+        if not is_utf8(str(path)):
+            yield Skipped(printable(str(path)), NOT_UTF8, failure=True)
+        elif not path.exists() and not path.is_symlink():
             yield Skipped(str(path), "no such file or folder", failure=True)
         elif path.is_file():
             yield from _file(path, overrides, settings, explicit=True, labeler=labeler)
@@ -169,6 +192,7 @@ def _walk(
 ) -> Iterator[SourceUnit | Skipped]:
     seen: set[str] = set()
     stack = [root]
+    limit = None if settings.follow_symlinks else real_root(root)
     while stack:
         folder = stack.pop()
         real = os.path.realpath(folder)
@@ -177,7 +201,7 @@ def _walk(
             continue
         seen.add(real)
         if is_mvtec_category(folder):
-            yield from mvtec_units(folder, overrides, settings)
+            yield from mvtec_units(folder, overrides, settings, limit)
             continue
         try:
             entries = sorted(folder.iterdir())
@@ -187,6 +211,12 @@ def _walk(
         images: list[Path] = []
         for entry in entries:
             if entry.name.startswith("."):
+                continue
+            if not is_utf8(entry.name):
+                yield Skipped(printable(str(entry)), NOT_UTF8, failure=True)
+                continue
+            if entry.is_symlink() and leaves(entry, limit):
+                yield Skipped(str(entry), OUTSIDE, failure=True)
                 continue
             if entry.is_dir():
                 stack.append(entry)

@@ -61,11 +61,17 @@ def open_pdf(path: Path, settings: Settings) -> pymupdf.Document:
 def pdf_unit(
     path: Path, key: str, overrides: Overrides, settings: Settings, labeler: Labeler | None = None
 ) -> SourceUnit:
-    sidecar_file = sidecar_path(path)
+    refused: InvalidInputError | None = None
+    try:
+        sidecar_file = sidecar_path(path, settings.follow_symlinks)
+    except InvalidInputError as e:
+        sidecar_file, refused = None, e
     files = [path] + ([sidecar_file] if sidecar_file else [])
     labels = labeler or Labeler()
 
     def parts() -> Iterator[LockItem]:
+        if refused is not None:
+            raise refused
         sidecar = load_sidecar(sidecar_file) if sidecar_file else None
         document = open_pdf(path, settings)
         try:

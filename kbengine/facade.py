@@ -28,7 +28,7 @@ from kbengine.core.schemas import (
 )
 from kbengine.core.settings import Settings
 from kbengine.core.store import Store, Where, get_store
-from kbengine.core.vocabulary import NORMAL_TYPE, normalise_name
+from kbengine.core.vocabulary import NORMAL_TYPE, check_domain, normalise_name
 
 if TYPE_CHECKING:
     from kbengine.core.banks.references import ReferenceBanks
@@ -119,6 +119,11 @@ class KnowledgeBase:
         from ingest import Ingestor, Overrides
         from ingest.labels import load_taxonomy
 
+        if domain is not None:
+            try:
+                check_domain(domain)
+            except ValueError as e:
+                raise InvalidInputError(f"--domain {domain!r}: {e}") from None
         items: Iterable[str | Path] = [paths] if isinstance(paths, str | Path) else paths
         ingestor = Ingestor(self.store, self.encoder, self.banks, self.settings)
         options = Overrides(domain=domain, category=category, defect_type=defect_type)

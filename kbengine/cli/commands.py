@@ -42,6 +42,13 @@ def ingest(
         bool,
         typer.Option("--dry-run", help="Show the documents, their labels and where each came from; write nothing."),
     ] = False,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks",
+            help="Also ingest what symlinks inside the given folders point to outside them (refused by default).",
+        ),
+    ] = False,
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
@@ -49,7 +56,10 @@ def ingest(
     as_json: options.Json = False,
 ) -> None:
     """Ingest knowledge documents. Exit code 0 when everything went in, 1 when some files failed."""
-    with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection, encoder=encoder)) as kb:
+    settings = options.settings_for(
+        kb_dir=kb_dir, url=url, collection=collection, encoder=encoder, follow_symlinks=follow_symlinks or None
+    )
+    with options.open_kb(settings) as kb:
         bar, update = progress_bar("ingesting")
         with bar:
             report = kb.ingest(

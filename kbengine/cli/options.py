@@ -43,6 +43,7 @@ def settings_for(
     llm: str | None = None,
     llm_url: str | None = None,
     model: str | None = None,
+    **more: Any,
 ) -> Settings:
     """The one way the CLI builds settings: ``KBENGINE_*`` variables, overridden by the options given."""
     given: dict[str, Any] = {
@@ -53,6 +54,7 @@ def settings_for(
         "llm": llm,
         "llm_url": llm_url,
         "llm_model": model,
+        **more,
     }
     return Settings(**{name: value for name, value in given.items() if value is not None})
 

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from kbengine.core.errors import InvalidInputError
+from kbengine.core.vocabulary import printable
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -89,7 +90,7 @@ def load_image(source: ImageInput, max_pixels: int = 40_000_000) -> Image.Image:
 def describe(image: ImageInput) -> str:
     """How an image input is named in results: its path, or its kind and size."""
     if isinstance(image, str | Path):
-        return str(image)
+        return printable(str(image))
     if isinstance(image, np.ndarray):
         return f"<array {'x'.join(map(str, image.shape))}>"
     return f"<image {image.size[0]}x{image.size[1]}>"

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     seek_seed: int = Field(0, description="Seed of the mixture fit: seek is deterministic for a seed.")
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only.")
     domains_dir: Path | None = Field(None, description="Extra folder of domain files (<name>.yaml).")
+    follow_symlinks: bool = Field(
+        False, description="Ingest files that symlinks inside an ingested folder point to outside it."
+    )
     detect_max_references: int = Field(32, ge=1, description="Normal references per category in a memory bank.")
     detect_map_form: str = Field(
         "ratio", pattern="^(ratio|softmax)$", description="Zero-shot map: eq. 2's ratio or the softmax form."
@@ -81,6 +84,15 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_model: str | None = Field(None, description="Model name (openai) or local model folder (hf).")
     llm_timeout: float = Field(120.0, gt=0, description="Seconds to wait for a reply (openai).")
+    llm_deadline: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds one answer may take in all, retries and keep-alives included (openai); "
+        "llm_timeout bounds each wait, this the whole reply.",
+    )
+    llm_max_reply_chars: int = Field(
+        200_000, ge=1, description="Longest reply accepted, in characters (openai): a longer one is an error."
+    )
     llm_retries: int = Field(2, ge=0, description="Retries with backoff on 5xx/timeouts (openai).")
     llm_max_new_tokens: int = Field(512, ge=1)
     cache_dir: Path | None = Field(

@@ -33,3 +33,29 @@ def section_heading(name: str) -> str:
 def normalise_name(value: str) -> str:
     """Normalise a category or defect type: lower case, words joined by underscores."""
     return re.sub(r"[\s\-]+", "_", value.strip().lower())
+
+
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A domain is a name (it picks ``<name>.yaml`` in the domains folders), never a path."""
+
+
+def check_domain(value: str) -> str:
+    """``value`` when it is a domain name; ``ValueError`` (no path, no dots, at most 64 characters) otherwise."""
+    if not DOMAIN_NAME.fullmatch(value):
+        raise ValueError("a domain is a name of letters, digits, '_' or '-' (at most 64, e.g. 'medical'), not a path")
+    return value
+
+
+def printable(text: str) -> str:
+    """``text`` as results spell it: bytes of a file name that are not UTF-8 (which Python keeps as
+    lone surrogates) become ``\\xNN`` escapes, so reports and JSON never fail on them."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` (a path) encodes as UTF-8: what the store and JSON can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -17,13 +17,14 @@ one, else the industrial words (and says so in the detection's evidence).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kbengine.core.errors import InvalidInputError
-from kbengine.core.vocabulary import DEFAULT_DOMAIN
+from kbengine.core.vocabulary import DEFAULT_DOMAIN, check_domain
 
 
 class Domain(BaseModel):
@@ -69,16 +70,31 @@ INDUSTRIAL = Domain(
 
 def load_domain(name: str, folders: list[Path]) -> tuple[Domain, str | None]:
     """The domain ``name`` from the first folder that has ``<name>.yaml``; else the built-in one
-    (with a note saying so when ``name`` is not ``industrial``)."""
+    (with a note saying so when ``name`` is not ``industrial``). ``name`` must be a name: a path
+    (older knowledge bases could store one) reads no file. A domain file must lie in its folder
+    (a symlink out of it is not read), and its errors name fields, never the values read."""
+    try:
+        check_domain(name)
+    except ValueError:
+        return INDUSTRIAL, "the knowledge's domain is not a domain name; using the industrial prompt words"
     for folder in folders:
         for suffix in (".yaml", ".yml"):
             path = folder / f"{name}{suffix}"
-            if path.is_file():
-                try:
-                    data = yaml.safe_load(path.read_text("utf-8")) or {}
-                    return Domain.model_validate({"name": name, **data}), None
-                except (yaml.YAMLError, UnicodeDecodeError, ValidationError, TypeError) as e:
-                    raise InvalidInputError(f"domain file {path} is invalid: {e}") from e
+            if not path.is_file():
+                continue
+            if os.path.dirname(os.path.realpath(path)) != os.path.realpath(folder):
+                raise InvalidInputError(f"domain file {path} is a symlink out of {folder}; copy the file there instead")
+            try:
+                data = yaml.safe_load(path.read_text("utf-8")) or {}
+                return Domain.model_validate({"name": name, **data}), None
+            except ValidationError as e:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in item['loc']) or '(top level)'}: {item['msg']}"
+                    for item in e.errors(include_input=False)
+                )
+                raise InvalidInputError(f"domain file {path} is invalid: {problems}") from None
+            except (yaml.YAMLError, UnicodeDecodeError, TypeError) as e:
+                raise InvalidInputError(f"domain file {path} is invalid: {type(e).__name__}") from None
     if name == DEFAULT_DOMAIN:
         return INDUSTRIAL, None
     return INDUSTRIAL, f"domain {name!r} has no domain file ({name}.yaml); using the industrial prompt words"

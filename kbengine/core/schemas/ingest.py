@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from kbengine.core.schemas.documents import Labels
+from kbengine.core.vocabulary import printable
 
 
 class FileFailure(BaseModel):
     path: str
     reason: str
+
+    _printable = field_validator("path", "reason")(printable)
 
 
 class SourceReport(BaseModel):

@@ -1,0 +1,108 @@
+"""Hostile but realistic input: knowledge that points outside what was ingested, names that are
+not UTF-8. Each case failed on the engine before the fix (issue 13, items 3 and 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from kbengine.cli import app
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.store import Where
+from reasoning.expert.domains import INDUSTRIAL, load_domain
+
+SECRET = "root:x:0:0:secret-marker:/root:/bin/bash\n"
+
+
+def photo(path: Path, shade: int = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), (shade, shade, shade)).save(path)
+    return path
+
+
+def stored_text(kb) -> str:
+    return json.dumps([h.payload for h in kb.store.scroll(Where.of())])
+
+
+def test_a_card_symlinked_outside_the_folder_is_refused(make_kb, tmp_path):
+    outside = tmp_path / "private" / "passwd"
+    outside.parent.mkdir()
+    outside.write_text(SECRET)
+    root = tmp_path / "docs"
+    photo(root / "widget" / "scratch" / "a.png")
+    (root / "widget" / "scratch" / "card.md").symlink_to(outside)
+    photo(root / "widget" / "dent" / "b.png", 90)
+    kb = make_kb()
+    report = kb.ingest(root)
+    refused = {Path(f.path).name: f.reason for f in report.failed}
+    assert "leaves the ingested folder" in refused["card.md"]
+    assert "secret-marker" not in stored_text(kb)
+    assert {s.status for s in report.sources if "dent" in s.path} == {"added"}  # the rest went in
+    allowed = make_kb(tmp_path / "kb2", follow_symlinks=True).ingest(root)
+    assert not allowed.failed
+
+
+def test_images_pdfs_and_folders_symlinked_outside_are_refused(make_kb, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    photo(elsewhere / "x.png")
+    photo(elsewhere / "sub" / "y.png")
+    root = tmp_path / "docs"
+    photo(root / "widget" / "scratch" / "a.png")
+    (root / "widget" / "scratch" / "linked.png").symlink_to(elsewhere / "x.png")
+    (root / "widget" / "linked_folder").symlink_to(elsewhere / "sub")
+    inside = root / "widget" / "scratch" / "a.png"
+    (root / "widget" / "scratch" / "alias.png").symlink_to(inside)  # stays inside: fine
+    report = make_kb().ingest(root)
+    refused = sorted(Path(f.path).name for f in report.failed)
+    assert refused == ["linked.png", "linked_folder"]
+    assert all("leaves the ingested folder" in f.reason for f in report.failed)
+
+
+def test_domains_are_names_never_paths(make_kb, tmp_path):
+    root = tmp_path / "docs"
+    photo(root / "widget" / "scratch" / "a.png")
+    (root / "widget" / "scratch" / "card.yaml").write_text("domain: /etc/passwd\ncategory: widget\n")
+    kb = make_kb()
+    report = kb.ingest(root)
+    assert report.failed and "a domain is a name" in report.failed[0].reason
+    with pytest.raises(InvalidInputError, match="a domain is a name"):
+        kb.ingest(root, domain="../../etc")
+    # a domain stored by an older engine as a path reads no file
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("normal_states: ['secret-marker']\n")
+    domain, note = load_domain(str(secret.with_suffix("")), [tmp_path / "domains"])
+    assert domain is INDUSTRIAL and note and "not a domain name" in note
+
+
+def test_a_domain_file_must_lie_in_its_folder_and_errors_show_no_values(tmp_path):
+    folder = tmp_path / "domains"
+    folder.mkdir()
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("templates: 'secret-marker'\n")
+    (folder / "medical.yaml").symlink_to(secret)
+    with pytest.raises(InvalidInputError, match="symlink out of"):
+        load_domain("medical", [folder])
+    (folder / "medical.yaml").unlink()
+    (folder / "medical.yaml").write_text("templates: 42\nnormal_states: ['secret-marker']\n")
+    with pytest.raises(InvalidInputError) as raised:
+        load_domain("medical", [folder])
+    assert "secret-marker" not in str(raised.value) and "templates" in str(raised.value)
+
+
+def test_a_name_that_is_not_utf8_fails_alone_and_json_survives(tmp_path):
+    root = tmp_path / "docs"
+    photo(root / "widget" / "scratch" / "good.png")
+    photo(Path(os.fsdecode(bytes(root / "widget" / "scratch") + b"/bad\xff.png")), 90)
+    runner = CliRunner()
+    env = {"KBENGINE_ENCODER": "packaged"}
+    result = runner.invoke(app, ["ingest", str(root), "--kb", str(tmp_path / "kb"), "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert [f["path"].endswith("bad\\xff.png") for f in report["failed"]] == [True]
+    assert "not UTF-8" in report["failed"][0]["reason"]
+    assert any(s["status"] == "added" for s in report["sources"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.settings import Settings
-from reasoning.llm.base import LLM, Message, Part, Stream
+from reasoning.llm.base import LLM, Message, Part, Stream, redact_url
 
 BACKENDS = ("none", "openai", "hf")
 
@@ -25,4 +25,4 @@ def get_llm(settings: Settings, name: str | None = None) -> LLM | None:
     raise InvalidInputError(f"unknown LLM backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "LLM", "Message", "Part", "Stream", "get_llm"]
+__all__ = ["BACKENDS", "LLM", "Message", "Part", "Stream", "get_llm", "redact_url"]

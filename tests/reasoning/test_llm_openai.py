@@ -1,6 +1,7 @@
 """The ``openai`` LLM backend against a tiny OpenAI-compatible server (standard library, a background
 thread): request format (roles, part order, PNG data URLs), JSON and SSE replies, retries with
-backoff, and the error messages for each way a server can fail."""
+backoff, the error messages for each way a server can fail, the deadline and size limits on a reply,
+and credentials in the URL that never show."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ import io
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
 
 from kbengine.core.errors import LLMError
 from kbengine.core.settings import Settings
-from reasoning.llm.base import Message, Part
+from reasoning.llm.base import Message, Part, redact_url
 from reasoning.llm.openai_backend import OpenAIChat, png_data_url, to_openai_messages
 
 MODELS = ("qwen2.5-vl-7b", "llava-1.6")
@@ -66,6 +69,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_events(self, *events: str, end: bool = True) -> None:
+        """An SSE reply: one ``data:`` line per event, then ``[DONE]`` when ``end``."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(f"data: {event}\n\n".encode())
+            self.wfile.flush()
+        if end:
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    def _delta(self, content: str, finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": {"content": content}, "finish_reason": finish}
+        return json.dumps({"object": "chat.completion.chunk", "choices": [choice]})
+
     def _completion(self, content: str | None) -> dict[str, Any]:
         return {
             "id": "cmpl-1",
@@ -77,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.server
         with server.lock:
             server.requests.append({"method": "GET", "path": self.path, "headers": dict(self.headers)})
-        if self.path == "/v1/models" and server.behaviour == "unknown_model":
+        if urlsplit(self.path).path == "/v1/models" and server.behaviour == "unknown_model":
             self._send_json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]})
         else:
             self._send_json(404, {"error": {"message": "not found"}})
@@ -90,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
             server.requests.append({"method": "POST", "path": self.path, "headers": dict(self.headers), "body": body})
             n = len(server.posts())
         behaviour = server.behaviour
-        if self.path != "/v1/chat/completions":
+        if urlsplit(self.path).path != "/v1/chat/completions":
             self._send_json(404, {"detail": "Not Found"})
         elif behaviour == "json":
             self._send_json(200, self._completion(server.reply))
@@ -105,6 +123,37 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             end = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+        elif behaviour == "sse_cut":  # the connection closes mid-answer: no finish_reason, no [DONE]
+            self._send_events(self._delta("A crack "), self._delta("runs"), end=False)
+        elif behaviour == "sse_finish_only":  # a finish_reason, then the connection closes without [DONE]
+            self._send_events(self._delta("A crack."), self._delta("", "stop"), end=False)
+        elif behaviour == "sse_long":
+            self._send_events(*(self._delta("0123456789") for _ in range(100)))
+        elif behaviour == "sse_pings":  # keep-alive comments every 0.2 s, never an answer
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            while not server.stopping.wait(0.2):
+                self.wfile.write(b": ping\n\n")
+                self.wfile.flush()
+        elif behaviour == "trickle":  # a JSON body one byte every 0.2 s
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            while not server.stopping.wait(0.2):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+        elif behaviour == "huge":  # 10 MB of JSON
+            size = 10_000_000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            for _ in range(size // 65_536 + 1):
+                self.wfile.write(b" " * 65_536)
+        elif behaviour == "json_long":
+            self._send_json(200, self._completion("0123456789" * 100))
         elif (behaviour == "flaky" and n <= 2) or behaviour == "always_500":
             self._send_json(500, {"error": {"message": "CUDA out of memory"}})
         elif behaviour == "flaky":
@@ -244,6 +293,9 @@ def test_from_settings() -> None:
         Settings(llm_url="http://h:1/v1/", llm_model="m", llm_api_key="k", llm_timeout=7, llm_retries=4)
     )
     assert (llm.name, llm.api_key, llm.timeout, llm.retries) == ("openai:m@http://h:1/v1", "k", 7, 4)
+    assert (llm.deadline, llm.max_reply_chars) == (300, 200_000)
+    llm = OpenAIChat.from_settings(Settings(llm_model="m", llm_deadline=9, llm_max_reply_chars=50))
+    assert (llm.deadline, llm.max_reply_chars) == (9, 50)
 
 
 # --------------------------------------------------------------------------- streaming
@@ -353,3 +405,142 @@ def test_closed_port_cannot_reach() -> None:
 def test_invalid_url() -> None:
     with pytest.raises(LLMError, match="not valid"):
         OpenAIChat("localhost:8000/v1", "m").generate(_inspection_messages())
+
+
+# --------------------------------------------------------------------------- whole replies: deadline, size, end
+
+
+def _failure_within(seconds: float, call: Any) -> str:
+    """The LLMError message ``call()`` raises, checking that it came within ``seconds``."""
+    start = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        call()
+    assert time.monotonic() - start < seconds
+    return str(info.value)
+
+
+def test_keep_alive_pings_do_not_outlive_the_deadline(server: FakeServer) -> None:
+    server.behaviour = "sse_pings"
+    pieces: list[str] = []
+    llm = _chat(server, deadline=1.0)
+    message = _failure_within(2.5, lambda: llm.generate(_inspection_messages(), stream=pieces.append))
+    assert "deadline of 1 s (0 characters received)" in message
+    assert "KBENGINE_LLM_DEADLINE" in message
+    assert pieces == [] and len(server.posts()) == 1  # a deadline is not retried
+
+
+def test_a_silent_server_is_cut_by_the_deadline(server: FakeServer) -> None:
+    server.behaviour, server.delay = "slow", 5.0
+    llm = _chat(server, timeout=60, deadline=0.5)
+    message = _failure_within(1.5, lambda: llm.generate(_inspection_messages()))
+    assert "deadline of 0.5 s" in message and "KBENGINE_LLM_TIMEOUT" not in message
+    assert len(server.posts()) == 1
+
+
+def test_a_trickling_body_does_not_outlive_the_deadline(server: FakeServer) -> None:
+    server.behaviour = "trickle"
+    llm = _chat(server, deadline=1.0)
+    message = _failure_within(2.5, lambda: llm.generate(_inspection_messages()))
+    assert "deadline of 1 s" in message and "KBENGINE_LLM_DEADLINE" in message
+
+
+def test_retries_stop_at_the_deadline(server: FakeServer) -> None:
+    server.behaviour = "always_500"
+    llm = _chat(server, retries=10, backoff=0.4, deadline=1.0)
+    message = _failure_within(2.0, lambda: llm.generate(_inspection_messages()))
+    assert "HTTP 500" in message and "KBENGINE_LLM_DEADLINE" in message
+    assert 2 <= len(server.posts()) < 11
+
+
+def test_stream_closed_before_its_end_is_an_error(server: FakeServer) -> None:
+    server.behaviour = "sse_cut"
+    pieces: list[str] = []
+    with pytest.raises(LLMError, match=r"closed the stream before the end of the answer \(12 characters received"):
+        _chat(server).generate(_inspection_messages(), stream=pieces.append)
+    assert pieces == ["A crack ", "runs"]
+
+
+def test_stream_with_a_finish_reason_needs_no_done(server: FakeServer) -> None:
+    server.behaviour = "sse_finish_only"
+    assert _chat(server).generate(_inspection_messages(), stream=lambda _: None) == "A crack."
+
+
+def test_streamed_reply_over_the_size_limit(server: FakeServer) -> None:
+    server.behaviour = "sse_long"
+    pieces: list[str] = []
+    with pytest.raises(LLMError, match=r"KBENGINE_LLM_MAX_REPLY_CHARS=55 characters"):
+        _chat(server, max_reply_chars=55).generate(_inspection_messages(), stream=pieces.append)
+    assert "".join(pieces) == "0123456789" * 5  # nothing past the limit went out
+
+
+def test_reply_over_the_size_limit(server: FakeServer) -> None:
+    server.behaviour = "json_long"
+    with pytest.raises(LLMError, match=r"1000 characters; the limit is KBENGINE_LLM_MAX_REPLY_CHARS=999 "):
+        _chat(server, max_reply_chars=999).generate(_inspection_messages())
+    assert _chat(server, max_reply_chars=1000).generate(_inspection_messages()) == "0123456789" * 100
+
+
+def test_huge_body_is_refused_without_reading_it_whole(server: FakeServer) -> None:
+    server.behaviour = "huge"
+    llm = _chat(server, max_reply_chars=1000)
+    message = _failure_within(3.0, lambda: llm.generate(_inspection_messages()))
+    assert f"more than {8 * 1000 + 65_536} bytes" in message
+    assert "KBENGINE_LLM_MAX_REPLY_CHARS=1000" in message
+
+
+# --------------------------------------------------------------------------- credentials in the URL
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:secret@h:1/v1?api_key=abc", "http://***@h:1/v1?api_key=***"),
+        ("https://tok3n@h/v1", "https://***@h/v1"),
+        ("user:pass@h:1/v1", "***@h:1/v1"),
+        ("http://h/v1?api-version=2024-06&X-Auth-Token=t&sig=s&password=p#top", None),
+        ("http://h:1/v1?x=a@b", "http://h:1/v1?x=a@b"),
+        ("http://localhost:8000/v1", "http://localhost:8000/v1"),
+    ],
+)
+def test_redact_url(url: str, shown: str | None) -> None:
+    expected = shown or "http://h/v1?api-version=2024-06&X-Auth-Token=***&sig=***&password=***#top"
+    assert redact_url(url) == expected
+
+
+def _secret_url(server: FakeServer) -> str:
+    return server.url.replace("http://", "http://user:secret@") + "?api_key=abc"
+
+
+def test_credentials_in_the_url_never_show(server: FakeServer) -> None:
+    from reasoning.asker import respond  # the path by which the backend's name becomes Answer.llm
+
+    llm = OpenAIChat(_secret_url(server), MODELS[0], backoff=0.01)
+    text, _, _, name = respond(llm, "Is it defective?", _inspection_messages)
+    assert text == server.reply
+    assert name == f"openai:{MODELS[0]}@http://***@127.0.0.1:{server.server_address[1]}/v1?api_key=***"
+    (request,) = server.posts()  # the credentials still go to the server
+    assert request["path"] == "/v1/chat/completions?api_key=abc"
+    assert request["headers"]["Authorization"].startswith("Basic ")
+
+    failures = []
+    for behaviour in ("always_500", "unknown_model", "sse_cut", "sse_long"):
+        server.behaviour = behaviour
+        streamed = behaviour.startswith("sse")
+        with pytest.raises(LLMError) as info:
+            OpenAIChat(_secret_url(server), MODELS[0], retries=0, max_reply_chars=50).generate(
+                _inspection_messages(), stream=(lambda _: None) if streamed else None
+            )
+        failures.append(str(info.value))
+    assert all("127.0.0.1" in f and "***" in f for f in failures)
+    assert f"The server offers: {', '.join(MODELS)}" in failures[1]  # /models is asked with the same credentials
+    assert not any("secret" in f or "abc" in f for f in failures), failures
+
+
+def test_credentials_never_show_when_the_server_is_down() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    llm = OpenAIChat(f"http://user:secret@127.0.0.1:{port}/v1?token=abc", "m", retries=0)
+    with pytest.raises(LLMError, match="cannot reach") as info:
+        llm.generate(_inspection_messages())
+    assert "secret" not in str(info.value) and "abc" not in str(info.value)

@@ -56,8 +56,18 @@ class Sidecar(BaseModel):
     _domain_is_a_name = field_validator("domain")(lambda v: v if v is None else check_domain(v))
 
 
+MAX_CARD_BYTES = 1 << 20
+"""Cards and sidecars larger than 1 MiB are refused (a card is a page of words, not a book: put
+long text in a PDF, which is read page by page)."""
+
+
 def read_text(path: Path) -> str:
-    data = path.read_bytes()
+    with path.open("rb") as file:
+        data = file.read(MAX_CARD_BYTES + 1)  # never more, whatever the file's size
+    if len(data) > MAX_CARD_BYTES:
+        raise InvalidInputError(
+            f"{path}: over the 1 MiB limit of a card or sidecar; put long text in a PDF or split it into several cards"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -8,7 +8,9 @@ rendered (page locks), its figures taken out with their captions (figure locks) 
 
 from __future__ import annotations
 
+import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,12 +77,13 @@ def pdf_unit(
         sidecar = load_sidecar(sidecar_file) if sidecar_file else None
         document = open_pdf(path, settings)
         try:
-            yield from _sections(document, path, key, overrides, sidecar, settings, labels)
+            yield from _sections(document, path, key, overrides, sidecar, settings, labels, unit.notes)
         finally:
             document.close()
 
     extra = f"dpi={settings.render_dpi}|structure={STRUCTURE_VERSION}|{labels.fingerprint}"
-    return SourceUnit(key=key, kind="pdf", files=files, parts=parts, extra=extra)
+    unit = SourceUnit(key=key, kind="pdf", files=files, parts=parts, extra=extra)
+    return unit
 
 
 STRUCTURE_VERSION = "1"
@@ -118,6 +121,7 @@ def _sections(
     sidecar: Sidecar | None,
     settings: Settings,
     labeler: Labeler,
+    notes: list[str] | None = None,
 ) -> Iterator[LockItem]:
     try:
         named = set(sidecar.pages) if sidecar else set()
@@ -126,7 +130,7 @@ def _sections(
         raise InvalidInputError(f"{path}: its pages cannot be read ({e})") from e
     if not structure.sections:
         raise InvalidInputError(f"{path}: no text, figures or scanned pages to take knowledge from")
-    renders: dict[tuple[int, tuple[float, ...]], tuple[Image.Image, bytes]] = {}
+    renders: OrderedDict[tuple[int, tuple[float, ...]], tuple[Image.Image, bytes]] = OrderedDict()
     seen_xrefs: set[int] = set()
     for index, section in enumerate(structure.sections):
         first_page = min(section.pages) if section.pages else 1
@@ -143,7 +147,16 @@ def _sections(
             clip = _clip(document[number - 1], section, number)
             cache_key = (number, tuple(round(v, 1) for v in clip))
             if cache_key not in renders:
-                renders[cache_key] = _render(document, path, number, clip, settings)
+                dpi = render_dpi(clip, settings.render_dpi)
+                if dpi < settings.render_dpi and notes is not None:
+                    width, height = clip[2] - clip[0], clip[3] - clip[1]
+                    notes.append(
+                        f"{path}: page {number} is {width:.0f}x{height:.0f} pt; rendered at {dpi} dpi instead of "
+                        f"{settings.render_dpi} to stay under {RENDER_MAX_PIXELS // 1_000_000} megapixels"
+                    )
+                renders[cache_key] = _render(document, path, number, clip, dpi)
+                if len(renders) > RENDER_CACHE:  # sections share pages with their neighbours only
+                    renders.popitem(last=False)
             image, png = renders[cache_key]
             yield LockItem(doc=doc, kind="page", locator=f"page:{number}:section:{index}", image=image,
                            image_bytes=png, page=number)  # fmt: skip
@@ -237,11 +250,25 @@ def _clip(page: pymupdf.Page, section: Section, number: int) -> tuple[float, flo
     return (full.x0, top, full.x1, bottom)
 
 
+RENDER_MAX_PIXELS = 4_000_000
+"""A page render holds at most 4 megapixels (A4 at 200 dpi; 12 MB of RGB): a huge page is rendered
+at a lower DPI, so a render's memory does not grow with the page's size."""
+RENDER_CACHE = 4
+
+
+def render_dpi(clip: tuple[float, float, float, float], dpi: int) -> int:
+    """``dpi``, lowered (to 1 at least) so the clip's render stays under ``RENDER_MAX_PIXELS``."""
+    area = max((clip[2] - clip[0]) * (clip[3] - clip[1]), 1.0)
+    if area * (dpi / 72) ** 2 <= RENDER_MAX_PIXELS:
+        return dpi
+    return max(1, int(72 * math.sqrt(RENDER_MAX_PIXELS / area)))
+
+
 def _render(
-    document: pymupdf.Document, path: Path, number: int, clip: tuple[float, float, float, float], settings: Settings
+    document: pymupdf.Document, path: Path, number: int, clip: tuple[float, float, float, float], dpi: int
 ) -> tuple[Image.Image, bytes]:
     try:
-        pixmap = document[number - 1].get_pixmap(dpi=settings.render_dpi, alpha=False, clip=pymupdf.Rect(clip))
+        pixmap = document[number - 1].get_pixmap(dpi=dpi, alpha=False, clip=pymupdf.Rect(clip))
     except Exception as e:
         raise InvalidInputError(f"{path}: page {number} cannot be rendered ({e})") from e
     image = Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples)

@@ -186,6 +186,7 @@ class Ingestor:
             if progress:
                 progress(len(found), len(found), "")
         report.unlabeled = [u for p in self._labels.values() if (u := unlabeled(p)) is not None]
+        report.notes += [note for entry in found if not isinstance(entry, Skipped) for note in entry.notes]
         report.seconds = round(time.perf_counter() - started, 3)
         if strict and report.failed:
             first = report.failed[0]

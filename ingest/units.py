@@ -50,6 +50,8 @@ class SourceUnit:
     parts: Callable[[], Iterator[LockItem]]
     extra: str = ""
     fingerprint: str = field(default="", init=False)
+    notes: list[str] = field(default_factory=list, init=False)
+    """What reading the unit changed from the settings (a huge page rendered at a lower DPI, ...)."""
 
     def compute_fingerprint(self, options: str) -> str:
         h = hashlib.sha256(f"{self.kind}\0{options}\0{self.extra}\0".encode())

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from kbengine.cli import app
 from kbengine.core.errors import InvalidInputError
+from kbengine.core.schemas import LockPayload
 from kbengine.core.store import Where
 from reasoning.expert.domains import INDUSTRIAL, load_domain
 
@@ -106,3 +107,45 @@ def test_a_name_that_is_not_utf8_fails_alone_and_json_survives(tmp_path):
     assert [f["path"].endswith("bad\\xff.png") for f in report["failed"]] == [True]
     assert "not UTF-8" in report["failed"][0]["reason"]
     assert any(s["status"] == "added" for s in report["sources"])
+
+
+def test_a_huge_card_is_refused_at_once_and_locks_carry_their_own_chunk(make_kb, tmp_path):
+    root = tmp_path / "docs"
+    huge = root / "widget" / "flood" / "card.md"
+    huge.parent.mkdir(parents=True)
+    with huge.open("w") as file:  # 50 MB, sparse on disk
+        file.write("# Flood\n## Causes\n")
+        file.seek(50 << 20)
+        file.write("end\n")
+    long = root / "widget" / "scratch" / "card.md"
+    long.parent.mkdir(parents=True)
+    words = " ".join(f"word{i}" for i in range(12_000))  # ~100 KB, one section
+    long.write_text(f"# Scratch\nCategory: widget\n## Causes\n{words}\n")
+    kb = make_kb()
+    report = kb.ingest(root)
+    assert [Path(f.path).name for f in report.failed] == ["flood"] and "1 MiB limit" in report.failed[0].reason
+    payloads = [h.payload for h in kb.store.scroll(Where.of(kind="text"))]
+    assert len(payloads) > 100  # the long card's chunks (~130)
+    biggest = max(len(json.dumps(p)) for p in payloads)
+    assert biggest < 5_000  # each lock: its chunk and a summary, not the whole card
+
+
+def test_huge_pdf_pages_render_under_the_pixel_budget(make_kb, tmp_path):
+    import pymupdf
+
+    from ingest.pdf import RENDER_MAX_PIXELS
+
+    path = tmp_path / "huge.pdf"
+    document = pymupdf.open()
+    for i in range(6):  # a 3 KB file whose pages would be 200 megapixels each at 72 dpi
+        page = document.new_page(width=14400, height=14400)
+        page.insert_text((100, 200), f"Scratch {i}. Causes: a worn roller.", fontsize=40)
+    document.save(path)
+    kb = make_kb()
+    report = kb.ingest(path)
+    assert not report.failed and any("rendered at 10 dpi instead of 72" in n for n in report.notes)
+    pages = [LockPayload.read(h.payload) for h in kb.store.scroll(Where.of(kind="page"))]
+    assert pages
+    for lock in pages:
+        with Image.open(kb.blobs.path(str(lock.blob))) as image:
+            assert image.width * image.height <= RENDER_MAX_PIXELS

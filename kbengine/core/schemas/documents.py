@@ -28,6 +28,8 @@ META_KIND: Literal["meta"] = "meta"
 are all stored (written last, so an interrupted ingest is redone on the next run)."""
 
 SCHEMA_VERSION = 1
+SUMMARY_CHARS = 1000
+"""Each section of a document as every lock's payload carries it (``TextSections.summary``)."""
 
 
 class TextSections(BaseModel):
@@ -45,6 +47,20 @@ class TextSections(BaseModel):
 
     def items_nonempty(self) -> list[tuple[str, str]]:
         return [(k, v) for k, v in self.model_dump().items() if v.strip()]
+
+    def summary(self, chars: int = SUMMARY_CHARS) -> TextSections:
+        """Each section cut to at most ``chars`` characters (at a word, marked with an ellipsis):
+        what every lock of a document carries, so a lock's payload does not grow with its
+        document (a lock's own chunk is its ``text``)."""
+        return TextSections(**{k: _cut(v, chars) for k, v in self.model_dump().items()})
+
+
+def _cut(text: str, chars: int) -> str:
+    if len(text) <= chars:
+        return text
+    head = text[: chars - 1]
+    space = head.rfind(" ")
+    return (head[:space] if space > chars // 2 else head).rstrip() + "\u2026"
 
 
 if tuple(TextSections.model_fields) != SECTION_NAMES:  # pragma: no cover - a guard against drift
@@ -153,8 +169,10 @@ class LockPayload(LockLabel):
         blob: str | None = None,
         text: str | None = None,
     ) -> LockPayload:
+        labels = doc.model_dump(include=DOCUMENT_LABELS)
+        labels["sections"] = doc.sections.summary().model_dump()
         return cls(
-            **doc.model_dump(include=DOCUMENT_LABELS),
+            **labels,
             doc_source=doc.source,
             kind=kind,
             source=source,

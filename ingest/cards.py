@@ -87,9 +87,24 @@ def _validation_message(path: Path, error: ValidationError) -> str:
     return f"{path}: " + "; ".join(problems)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _load_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(read_text(path)) or {}
+        return yaml.load(read_text(path), Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
     except yaml.YAMLError as e:
         raise InvalidInputError(f"{path}: not valid YAML ({e})") from e
 

@@ -32,6 +32,7 @@ from kbengine.core.settings import Settings
 from kbengine.core.vocabulary import DEFAULT_DOMAIN, UNSPECIFIED_TYPE, is_utf8, normalise_name, printable
 
 CARD_NAMES = ("card.yaml", "card.yml", "card.md")
+EMPTY = "nothing to ingest: no PDFs, images, cards or MVTec categories in this folder"
 NOT_UTF8 = "the file name is not UTF-8 (shown with \\x escapes); rename it to ingest it"
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 
@@ -155,7 +156,12 @@ def discover(
         elif path.is_file():
             yield from _file(path, overrides, settings, explicit=True, labeler=labeler)
         elif path.is_dir():
-            yield from _walk(path, overrides, settings, labeler)
+            found = False
+            for entry in _walk(path, overrides, settings, labeler):
+                found = True
+                yield entry
+            if not found:
+                yield Skipped(str(path), EMPTY, failure=True)
         else:
             yield Skipped(str(path), "broken symlink or not a regular file", failure=True)
 

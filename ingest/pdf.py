@@ -74,8 +74,18 @@ def pdf_unit(
     def parts() -> Iterator[LockItem]:
         if refused is not None:
             raise refused
-        sidecar = load_sidecar(sidecar_file) if sidecar_file else None
-        document = open_pdf(path, settings)
+        try:
+            sidecar = load_sidecar(sidecar_file) if sidecar_file else None
+            document = open_pdf(path, settings)
+        except InvalidInputError as e:  # the report names the file once, as its key
+            raise InvalidInputError(f"{key}: {str(e).removeprefix(f'{path}: ')}") from e
+        if sidecar is not None:
+            outside = sorted(n for n in sidecar.pages if not 1 <= n <= document.page_count)
+            if outside:
+                unit.notes.append(
+                    f"{sidecar_file}: page(s) {', '.join(map(str, outside))} not in {path.name} "
+                    f"({document.page_count} pages); those entries were not used"
+                )
         try:
             yield from _sections(document, path, key, overrides, sidecar, settings, labels, unit.notes)
         finally:

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.vocabulary import printable
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 ImageInput = str | Path | Image.Image | np.ndarray
 
 
@@ -62,6 +62,12 @@ def decode_image(data: bytes, path: Path, max_pixels: int) -> Image.Image:
                     raise InvalidInputError(
                         f"{path}: {width}x{height} = {width * height:,} pixels, over the limit of "
                         f"{max_pixels:,} (KBENGINE_MAX_IMAGE_PIXELS)"
+                    )
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:
+                    raise InvalidInputError(
+                        f"{path}: an animation or multi-page image ({frames} frames); save the frame to "
+                        "inspect as a PNG"
                     )
                 image.load()
                 return to_rgb(image)

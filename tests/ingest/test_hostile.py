@@ -149,3 +149,30 @@ def test_huge_pdf_pages_render_under_the_pixel_budget(make_kb, tmp_path):
     for lock in pages:
         with Image.open(kb.blobs.path(str(lock.blob))) as image:
             assert image.width * image.height <= RENDER_MAX_PIXELS
+
+
+def test_small_things_are_said_not_swallowed(make_kb, tmp_path):
+    import pymupdf
+
+    root = tmp_path / "docs"
+    photo(root / "widget" / "scratch" / "a.png")
+    frames = [Image.new("RGB", (32, 32), (c, c, c)) for c in (10, 200)]
+    frames[0].save(root / "widget" / "scratch" / "anim.gif", save_all=True, append_images=frames[1:])
+    (root / "widget" / "dent").mkdir(parents=True)
+    photo(root / "widget" / "dent" / "b.png")
+    (root / "widget" / "dent" / "card.yaml").write_text("category: widget\ncategory: gadget\n")
+    manual = root / "manual.pdf"
+    document = pymupdf.open()
+    document.new_page().insert_text((72, 72), "Category: widget\nDefect type: scratch\nCauses: a worn roller.")
+    document.save(manual)
+    (root / "manual.pdf.yaml").write_text("pages:\n  7:\n    defect_type: dent\n")
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\n")
+    report = make_kb().ingest([root, tmp_path / "empty", broken])
+    reasons = {Path(f.path).name: f.reason for f in report.failed}
+    assert "2 frames" in reasons["anim.gif"]
+    assert "given twice" in reasons["dent"]
+    assert "nothing to ingest" in reasons["empty"]
+    assert reasons["broken.pdf"].startswith("not a readable PDF")  # the path is the failure's, not repeated
+    assert any("page(s) 7 not in manual.pdf" in note for note in report.notes)

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     seek_seed: int = Field(0, description="Seed of the mixture fit: seek is deterministic for a seed.")
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 = relevance only.")
     domains_dir: Path | None = Field(None, description="Extra folder of domain files (<name>.yaml).")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads of this process; 0 = the cores divided by KBENGINE_WORKERS, at least 1.",
+    )
+    workers: int = Field(
+        1, ge=1, description="Processes or worker threads running encoders at once on this machine (they share cores)."
+    )
     follow_symlinks: bool = Field(
         False, description="Ingest files that symlinks inside an ingested folder point to outside it."
     )

@@ -103,3 +103,20 @@ def test_get_encoder_refuses_another_space(packaged, tiny_clip_name):
     settings = Settings(encoder="open_clip", clip_model=tiny_clip_name, clip_pretrained="random")
     with pytest.raises(EncoderMismatchError, match="was built with encoder packaged"):
         get_encoder(settings, packaged.identity)
+
+
+def test_the_thread_policy_divides_the_cores_among_workers():
+    import os
+
+    from kbengine.core.encoders import torch_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert torch_threads(Settings(workers=1)) == cores
+    assert torch_threads(Settings(workers=cores * 4)) == 1  # never zero
+    assert torch_threads(Settings(workers=2, torch_threads=3)) == 3  # an explicit count wins
+    before = torch.get_num_threads()
+    try:
+        get_encoder(Settings(encoder="packaged", torch_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -16,6 +16,26 @@ from kbengine.core.banks.scoring import image_score, smooth_grid
 
 SIGMA_PIXELS_AT_256 = 4.0
 LOGISTIC_SLOPE = 4.0
+WORK_SIDE = 512
+"""Maps are smoothed, binarised and cut into regions at most 512 px on their longer side, then
+resized once to the photo's pixels: a 4000 px photo costs what a 512 px one does."""
+
+
+def working_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the map's working resolution for a ``width`` x ``height`` photo."""
+    scale = min(1.0, WORK_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_map(values: np.ndarray, width: int, height: int, nearest: bool = False) -> np.ndarray:
+    """A working-resolution map (or, ``nearest``, a mask) at ``width`` x ``height``."""
+    if values.shape == (height, width):
+        return values
+    if nearest:
+        image = Image.fromarray(values.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
+        return np.asarray(image) > 127
+    resized = Image.fromarray(values.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized, np.float32)
 
 
 def zero_shot_map(patches: np.ndarray, normal: np.ndarray, abnormal: np.ndarray, form: str = "ratio") -> np.ndarray:
@@ -59,4 +79,14 @@ def fuse(maps: list[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(maps), axis=0).astype(np.float32)
 
 
-__all__ = ["fuse", "image_score", "logistic", "scale_distances", "smooth_grid", "upsample", "zero_shot_map"]
+__all__ = [
+    "fuse",
+    "image_score",
+    "logistic",
+    "resize_map",
+    "scale_distances",
+    "smooth_grid",
+    "upsample",
+    "working_size",
+    "zero_shot_map",
+]

@@ -33,9 +33,11 @@ from kbengine.core.images import ImageInput
 from kbengine.core.query import Query
 from kbengine.core.schemas import Detection, Evidence, Region
 from kbengine.core.settings import Settings
+from reasoning.expert.anomaly_map import resize_map
 from reasoning.expert.domains import Domain
 from reasoning.expert.evidence import MapEvidence, reference_evidence, score_rule, verdict, zero_shot_evidence
 from reasoning.expert.knowledge import ExpertKnowledge
+from reasoning.expert.regions import scale_regions
 from reasoning.expert.zero_shot import TextPair, require_joint
 from retrieval.centroids import TypeService
 
@@ -199,13 +201,14 @@ class Detector:
         )
         timings["type"] = elapsed_ms(clock)
         width, height = query.size
+        working = found.anomaly_map.shape[1], found.anomaly_map.shape[0]
         return Detection(
             image=query.name,
             category=plan.category,
             score=found.score,
             threshold=threshold if found.calibrated else None,
             is_anomalous=(found.score >= threshold) if found.calibrated else None,
-            regions=found.regions,
+            regions=scale_regions(found.regions, working, (width, height)),
             predicted_defect_type=prediction,
             evidence=Evidence(
                 zero_shot=plan.zero_shot,
@@ -220,8 +223,8 @@ class Detector:
             ),
             width=width,
             height=height,
-            anomaly_map=found.anomaly_map,
-            mask=found.mask,
+            anomaly_map=resize_map(found.anomaly_map, width, height),
+            mask=resize_map(found.mask, width, height, nearest=True),
             timings_ms=timings,
         )
 

@@ -21,7 +21,7 @@ from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.scoring import image_score
 from kbengine.core.query import Query
 from kbengine.core.schemas import Region
-from reasoning.expert.anomaly_map import fuse, logistic, scale_distances, upsample
+from reasoning.expert.anomaly_map import fuse, logistic, scale_distances, upsample, working_size
 from reasoning.expert.regions import find_regions
 from reasoning.expert.zero_shot import TextPair, zero_shot
 
@@ -42,7 +42,7 @@ def score_rule(reference: ReferenceBank) -> str:
 @dataclass
 class MapEvidence:
     anomaly_map: np.ndarray
-    """(height, width) float32 in [0, 1]."""
+    """float32 in [0, 1], at the photo's working resolution (``anomaly_map.working_size``)."""
     score: float | None
     """The image score in [0, 1]; None when it is a raw distance that must not be averaged."""
     calibrated: bool
@@ -52,7 +52,7 @@ class MapEvidence:
 def reference_evidence(query: Query, reference: ReferenceBank, *, alone: bool) -> MapEvidence:
     """Evidence from normal references. ``alone``: no other evidence will be fused, so an
     uncalibrated (one-reference) raw score may stand as the image score."""
-    width, height = query.size
+    width, height = working_size(*query.size)
     bank = reference.bank
     distances = query.patch_scores(reference).distance_grid
     c = bank.calibration
@@ -73,7 +73,7 @@ def reference_evidence(query: Query, reference: ReferenceBank, *, alone: bool) -
 def zero_shot_evidence(query: Query, texts: TextPair, form: str) -> MapEvidence:
     """Evidence from CLIP prompts; its scale is the prompts' own, so it counts as calibrated."""
     grid, score = zero_shot(query.encoder, query.picture, query.global_key, texts, form)
-    return MapEvidence(upsample(grid, *query.size), score, calibrated=True)
+    return MapEvidence(upsample(grid, *working_size(*query.size)), score, calibrated=True)
 
 
 GROW = 0.7

@@ -19,6 +19,27 @@ def location_phrase(cy: float, cx: float, height: int, width: int) -> str:
     return " ".join(w for w in (row, col) if w) or "center"
 
 
+def scale_regions(regions: list[Region], working: tuple[int, int], size: tuple[int, int]) -> list[Region]:
+    """Regions found on a ``working`` (width, height) map, in the pixels of a ``size`` photo."""
+    if working == size:
+        return regions
+    sx, sy = size[0] / working[0], size[1] / working[1]
+    return [
+        r.model_copy(
+            update={
+                "bbox": (
+                    int(r.bbox[0] * sx),
+                    int(r.bbox[1] * sy),
+                    min(size[0], int(np.ceil(r.bbox[2] * sx))),
+                    min(size[1], int(np.ceil(r.bbox[3] * sy))),
+                ),
+                "area": round(r.area * sx * sy),
+            }
+        )
+        for r in regions
+    ]
+
+
 def find_regions(anomaly_map: np.ndarray, mask: np.ndarray) -> list[Region]:
     """Regions of ``mask`` (at least 0.05% of the image), the strongest first, at most ten."""
     height, width = mask.shape

@@ -228,3 +228,17 @@ def test_the_mask_grows_from_strong_seeds_over_their_weaker_surroundings():
     mask = grow(anomaly_map, 0.5)
     assert mask[5, 5:12].all() and not mask[15].any() and mask.sum() == 7
     assert not grow(anomaly_map * 0.5, 0.5).any()
+
+
+def test_a_large_photo_is_mapped_at_working_resolution_and_answered_at_its_own(expert_kb, packaged):
+    small, mask = synth.sample("disc", "missing", 41_001, SIZE)
+    large = small.resize((1200, 900))  # non-square, over the 512 px working side
+    with open_kb(expert_kb, packaged) as kb:
+        det = kb.detect(large, "disc")
+    assert det.anomaly_map.shape == (900, 1200) and det.mask.shape == (900, 1200)
+    assert det.regions and det.is_anomalous
+    x0, y0, x1, y1 = det.regions[0].bbox
+    assert 0 <= x0 < x1 <= 1200 and 0 <= y0 < y1 <= 900
+    big_mask = np.asarray(Image.fromarray(mask).resize((1200, 900), Image.Resampling.NEAREST))
+    assert big_mask[y0:y1, x0:x1].any(), "the box, in the photo's pixels, overlaps the true defect"
+    assert det.mask[y0:y1, x0:x1].any()

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kbengine.core.banks.memory_bank import PatchScores, score_images
+from kbengine.core.banks.memory_bank import PatchScores, reference_layers, score_images
 from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.region import region_descriptor
-from kbengine.core.encoders.base import Encoder
+from kbengine.core.encoders.base import Encoder, OnePass
 from kbengine.core.images import ImageInput, describe, load_image
 
 
@@ -28,6 +28,7 @@ class Query:
         self._scores: dict[str, PatchScores] = {}
         self._regions: dict[str, np.ndarray] = {}
         self._bank_keys: dict[str, np.ndarray] = {}
+        self._raw: dict[int, np.ndarray] | None = None
 
     @classmethod
     def of(cls, image: ImageInput | Query, encoder: Encoder, max_pixels: int) -> Query:
@@ -45,9 +46,14 @@ class Query:
 
     @property
     def global_key(self) -> np.ndarray:
-        """The photo's global embedding (computed on first use)."""
+        """The photo's global embedding (computed on first use; with an encoder that can, in the
+        same forward pass as the patch features every bank reads)."""
         if self._global_key is None:
-            self._global_key = self.encoder.embed_images([self.picture])[0]
+            if isinstance(self.encoder, OnePass):
+                keys, self._raw = self.encoder.encode([self.picture], reference_layers(self.encoder))
+                self._global_key = keys[0]
+            else:
+                self._global_key = self.encoder.embed_images([self.picture])[0]
         return self._global_key
 
     def bank_global_key(self, bank: ReferenceBank) -> np.ndarray:
@@ -62,7 +68,10 @@ class Query:
     def patch_scores(self, bank: ReferenceBank) -> PatchScores:
         """The photo's patches against ``bank`` (computed once per bank)."""
         if bank.fingerprint not in self._scores:
-            self._scores[bank.fingerprint] = score_images(self.encoder, bank.bank, [self.picture])[0]
+            if isinstance(self.encoder, OnePass) and self._global_key is None:
+                self.global_key  # noqa: B018 - one pass gives the global key and the patch features
+            raw = self._raw if self._raw is not None and tuple(bank.bank.layers) == tuple(self._raw) else None
+            self._scores[bank.fingerprint] = score_images(self.encoder, bank.bank, [self.picture], raw)[0]
         return self._scores[bank.fingerprint]
 
     def region_key(self, bank: ReferenceBank) -> np.ndarray:

@@ -136,9 +136,15 @@ class MemoryBank:
         )
 
 
-def patch_grid(encoder: Encoder, images: Sequence[Image.Image], layers: Sequence[int]) -> list[np.ndarray]:
-    """Per layer, (N, C, h, w) neighbourhood-pooled features upsampled to the finest grid."""
-    raw = encoder.patch_features(images, layers)
+def patch_grid(
+    encoder: Encoder,
+    images: Sequence[Image.Image],
+    layers: Sequence[int],
+    raw: dict[int, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Per layer, (N, C, h, w) neighbourhood-pooled features upsampled to the finest grid
+    (``raw``: the encoder's patch features of ``images``, when a pass already gave them)."""
+    raw = encoder.patch_features(images, layers) if raw is None else raw
     size = max(raw[layer].shape[1] for layer in layers), max(raw[layer].shape[2] for layer in layers)
     out = []
     for layer in layers:
@@ -157,13 +163,17 @@ def embed_patches(
     scale: np.ndarray | None,
     batch: int = 8,
     tiles: tuple[int, int] = (1, 1),
+    raw: dict[int, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """(N, h*w, D) concatenated scaled features, the per-layer scale used, and the grid (h, w).
     With ``tiles`` (rows, columns) each image is read tile by tile and the tiles' grids are
-    stitched back in place."""
+    stitched back in place. ``raw``: the encoder's patch features of ``images`` (whole, not
+    tiled), when a pass already gave them."""
     pieces = [tile for image in images for tile in split(image, tiles)]
     chunks: list[list[np.ndarray]] = []
-    for i in range(0, len(pieces), batch):
+    if raw is not None and tiles == (1, 1):
+        chunks.append(patch_grid(encoder, pieces, layers, raw))
+    for i in range(0 if not chunks else len(pieces), len(pieces), batch):
         chunks.append(patch_grid(encoder, pieces[i : i + batch], layers))
     per_layer = [_stitch(np.concatenate([c[j] for c in chunks]), tiles) for j in range(len(layers))]
     if scale is None:
@@ -308,11 +318,17 @@ class PatchScores:
         return self.distances.reshape(self.grid)
 
 
-def score_images(encoder: Encoder, bank: MemoryBank, images: Sequence[Image.Image]) -> list[PatchScores]:
+def score_images(
+    encoder: Encoder, bank: MemoryBank, images: Sequence[Image.Image], raw: dict[int, np.ndarray] | None = None
+) -> list[PatchScores]:
     """Each image's patches against the bank (one encoder pass per batch), read as the bank's
-    profile says."""
+    profile says. ``raw``: the images' patch features from a pass already made, used when the
+    profile reads photos as they are (whole, not standardised)."""
+    plain = bank.profile.tiles == (1, 1) and not bank.profile.photometric
     prepared = [bank.prepare(image) for image in images]
-    feats, _, grid = embed_patches(encoder, prepared, bank.layers, bank.layer_scale, tiles=bank.profile.tiles)
+    feats, _, grid = embed_patches(
+        encoder, prepared, bank.layers, bank.layer_scale, tiles=bank.profile.tiles, raw=raw if plain else None
+    )
     scored = []
     for f in feats:
         distances, index = nearest(f, bank.patches)

@@ -73,6 +73,16 @@ class Encoder(Protocol):
         ...
 
 
+@runtime_checkable
+class OnePass(Protocol):
+    """An encoder that gives the global embedding and patch features from one forward pass."""
+
+    def encode(self, images: Sequence[Image.Image], layers: Sequence[int]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(N, image_dim) unit global embeddings (as ``embed_images``) and, per layer, (N, H, W, C)
+        patch features (as ``patch_features``)."""
+        ...
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)

@@ -73,6 +73,14 @@ class PackagedEncoder:
         return l2_normalise(pooled.cpu().numpy())
 
     @torch.inference_mode()
+    def encode(self, images: Sequence[Image.Image], layers: Sequence[int]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The global embeddings and the patch features at ``layers``, from one forward pass."""
+        pooled, maps = self.net.forward_features(_image_batch(images, self.image_size).to(self.device), tuple(layers))
+        assert pooled is not None
+        patches = {i: m.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32) for i, m in maps.items()}
+        return l2_normalise(pooled.cpu().numpy()), patches
+
+    @torch.inference_mode()
     def patch_features(
         self, images: Sequence[Image.Image], layers: Sequence[int] | None = None, local: bool = False
     ) -> dict[int, np.ndarray]:

@@ -27,6 +27,7 @@ from kbengine.core.encoders import Encoder
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.schemas import (
     SOURCE_KIND,
+    BlobRef,
     DocumentPreview,
     FigurePreview,
     FileFailure,
@@ -51,6 +52,8 @@ class _InFlight:
     queued: bool = False
     failed: bool = False
     doc_ids: set[str] = field(default_factory=set)
+    lost_blobs: list[str] = field(default_factory=list)
+    """An unchanged unit ingested again for these missing or damaged blobs."""
 
 
 class _StopIngest(Exception):
@@ -224,12 +227,19 @@ class Ingestor:
             )
             return
         marker = Where.of(kind=SOURCE_KIND, source=unit.key, source_sha=fingerprint)
+        lost: list[str] = []
         if self.store.count(marker) > 0:
-            self._remove_stale(unit)
-            self._report.sources.append(SourceReport(path=unit.key, status="unchanged"))
-            return
+            lost = self._damaged_blobs(unit)
+            if not lost:
+                self._remove_stale(unit)
+                self._report.sources.append(SourceReport(path=unit.key, status="unchanged"))
+                return
+            for name in lost:
+                self.blobs.discard(name)  # so that storing its content writes it again
+            self._report.notes.append(f"re-ingested {unit.key}: {len(lost)} blob(s) missing or damaged")
         existed = self.store.count(Where.of(source=unit.key)) > 0
         flight = _InFlight(unit, SourceReport(path=unit.key, status="replaced" if existed else "added"))
+        flight.lost_blobs = lost
         self._report.sources.append(flight.report)
         try:
             for item in unit.parts():
@@ -251,6 +261,14 @@ class Ingestor:
         flight.queued = True
         if flight.outstanding == 0:
             self._commit(flight)
+
+    def _damaged_blobs(self, unit: SourceUnit) -> list[str]:
+        """The blobs the unchanged ``unit``'s locks name that are missing or not what their name
+        says (deleted or edited by hand, a bad disk): the unit is then ingested again."""
+        where = Where.of(source=unit.key, source_sha=unit.fingerprint)
+        refs = (BlobRef.read(h.payload) for h in self.store.scroll(where, fields=BlobRef.fields()))
+        names = {ref.blob for ref in refs if ref.blob}
+        return sorted(name for name in names if self.blobs.check(name) is not None)
 
     def _fail(self, flight: _InFlight, reason: str, strict: bool) -> None:
         flight.failed = True
@@ -342,6 +360,11 @@ class Ingestor:
         )
         self.store.upsert([marker])
         self._remove_stale(unit)
+        gone = [name for name in flight.lost_blobs if not self.blobs.has(name)]
+        if gone:  # the unit no longer gives that content (a renderer changed): its old locks go
+            old = Where.of(source=unit.key, source_sha=unit.fingerprint, blob=tuple(gone))
+            self._report.locks_removed += self.store.count(old)
+            self.store.delete(old)
         flight.report.documents = len(flight.doc_ids)
         flight.report.locks = flight.locks
         self._docs |= flight.doc_ids

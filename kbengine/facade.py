@@ -33,6 +33,7 @@ from kbengine.core.vocabulary import NORMAL_TYPE, check_domain, normalise_name
 if TYPE_CHECKING:
     from kbengine.core.banks.references import ReferenceBanks
     from kbengine.core.query import Query
+    from kbengine.verify import VerifyReport
     from reasoning.asker import Asker
     from reasoning.expert.detector import Detector
     from reasoning.llm.base import LLM
@@ -331,6 +332,14 @@ class KnowledgeBase:
             region_locks=bool(meta and meta.region_dim),
             without_references=sorted(with_examples - with_references),
         )
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Compare the store with its source markers, blobs and caches: what is damaged and how to
+        repair it. ``repair``: ingest again the sources whose files exist, delete damaged caches,
+        and check again; see :mod:`kbengine.verify`."""
+        from kbengine.verify import verify
+
+        return verify(self, repair=repair)
 
     def close(self) -> None:
         self.store.close()

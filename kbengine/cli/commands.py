@@ -261,3 +261,33 @@ def demo(
     root = folder or Path(tempfile.mkdtemp(prefix="kbengine-demo-"))
     result = run_demo(root, options.settings_for(encoder=encoder), say=(lambda s: None) if as_json else out.print)
     show(result, as_json, print_demo)
+
+
+@app.command()
+def verify(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Ingest again the sources whose locks or blobs are damaged (from their files), delete damaged "
+            "caches, and check again.",
+        ),
+    ] = False,
+    kb_dir: options.KbDir = None,
+    url: options.Url = None,
+    collection: options.Collection = None,
+    as_json: options.Json = False,
+) -> None:
+    """Check the knowledge base: locks against source markers, blobs against their sha256, caches against
+    their checksums. Exit code 0 when nothing is damaged, 1 when something is."""
+    from kbengine.cli.rendering import print_verify
+
+    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
+    if not settings.qdrant_url and not (settings.kb / "qdrant").exists():
+        raise EmptyKnowledgeBaseError(
+            f"no knowledge base at {settings.kb}; create one with: kbengine ingest PATH --kb {settings.kb}"
+        )
+    with options.open_kb(settings) as kb:
+        report = kb.verify(repair=repair)
+    show(report, as_json, print_verify)
+    raise typer.Exit(0 if report.ok else 1)

@@ -345,3 +345,33 @@ def progress_bar(label: str) -> tuple[Progress, Callable[[int, int, str], None]]
         bar.update(task, completed=done, total=total, description=Path(current).name if current else "")
 
     return bar, update
+
+
+if TYPE_CHECKING:
+    from kbengine.verify import VerifyReport
+
+SHOWN_FILES = 5
+"""Damaged files a printed ``verify`` problem lists (``--json`` has them all)."""
+
+
+def print_verify(report: VerifyReport) -> None:
+    """``verify``: what ``--repair`` did, then ``ok (...)`` or each problem with how to repair it."""
+    for action in report.repaired:
+        out.print(f"repaired: {action}", highlight=False, markup=False)
+    counts = f"{report.locks} locks, {report.blobs} blobs, {report.sources} sources"
+    damaged = [p for p in report.problems if p.damage]
+    if damaged:
+        out.print(f"damaged: {len(damaged)} problem(s) in {report.location} ({counts})", highlight=False)
+    else:
+        out.print(f"ok ({counts})", highlight=False)
+    for p in damaged:
+        out.print(f"[red]{p.kind}[/red] {escape(p.source or p.files[0])}: {escape(p.detail)}", highlight=False)
+        shown = p.files if p.source is not None else p.files[1:]
+        for name in shown[:SHOWN_FILES]:
+            out.print(f"  {name}", highlight=False, markup=False)
+        if len(shown) > SHOWN_FILES:
+            out.print(f"  ... and {len(shown) - SHOWN_FILES} more (--json lists them all)", highlight=False)
+        out.print(f"  repair: {p.repair}", highlight=False, markup=False)
+    for p in report.problems:
+        if not p.damage:
+            err.print(f"note: {p.kind}: {p.source}: {p.detail}; {p.repair}", highlight=False, markup=False)

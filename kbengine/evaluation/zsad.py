@@ -10,6 +10,7 @@ of reading photos that the category's references chose (``BankProfile``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -57,7 +58,8 @@ def eval_zsad(
         by_category[item.category].append(item)
     tests = {c: [i for i in group if i.split == "test"][: limit or None] for c, group in by_category.items()}
     total = sum(len(t) for t in tests.values())
-    folder = Path(tempfile.mkdtemp(prefix="kbengine-zsad-"))
+    remove_stale_runs()
+    folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     started = time.perf_counter()
     rows: list[ZsadRow] = []
     done = 0
@@ -87,6 +89,7 @@ def eval_zsad(
                 masks: list[np.ndarray] = []
                 regions = np.zeros(4, np.int64)  # covered, total, touching boxes, boxes
                 for item in tests[category]:
+                    os.utime(folder)  # alive: remove_stale_runs leaves this folder alone
                     if progress:
                         progress(done, total, str(item.path))
                     det = detector.run(detector.load(item.path), plan)
@@ -126,6 +129,28 @@ def eval_zsad(
         seconds=round(seconds, 2),
         ms_per_image=round(1000 * seconds / max(done, 1), 1),
     )
+
+
+TEMP_PREFIX = "kbengine-zsad-"
+STALE_RUN_SECONDS = 86_400.0
+"""A run's temp folder where nothing changed for a day was left by a killed run."""
+
+
+def remove_stale_runs(max_age: float = STALE_RUN_SECONDS) -> list[Path]:
+    """Delete the ``kbengine-zsad-*`` folders in the system temp folder that killed runs left:
+    those not touched for ``max_age`` seconds (a live run touches its folder at every image).
+    The folders removed."""
+    cutoff = time.time() - max_age
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def shots_of(normals: list[DatasetImage]) -> list[Image.Image]:

@@ -25,6 +25,7 @@ runner = CliRunner()
         ["detect"],
         ["ask"],
         ["train-prompts"],
+        ["verify"],
         ["eval"],
         ["eval", "seek"],
         ["eval", "zsad"],
@@ -43,7 +44,7 @@ def test_every_registered_command_is_in_the_help_test():
     group = typer.main.get_command(app)
     names = {name for name in group.commands if name != "eval"}  # type: ignore[attr-defined]
     evals = set(group.commands["eval"].commands)  # type: ignore[attr-defined]
-    assert names == {"ingest", "info", "demo", "seek", "detect", "ask", "train-prompts"}
+    assert names == {"ingest", "info", "demo", "seek", "detect", "ask", "train-prompts", "verify"}
     assert evals == {"seek", "zsad", "mmad"}
 
 

@@ -190,6 +190,22 @@ class LockPayload(LockLabel):
         return KnowledgeDocument(**self.model_dump(include=DOCUMENT_LABELS), source=self.doc_source, page=self.page)
 
 
+class BlobRef(_Payload):
+    """The blob a lock names (ingest checks an unchanged source's blobs with it)."""
+
+    blob: str | None = None
+
+
+class LockSource(_Payload):
+    """Where a lock came from and which blob it names (``kbengine verify`` reads these only)."""
+
+    kind: str
+    source: str
+    source_sha: str
+    doc_source: str
+    blob: str | None = None
+
+
 class RegionLabel(_Payload):
     """What a region lock records of its making: the example it describes, the bank it used."""
 

@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=12, help="Timed detections per size.")
     parser.add_argument("--refs", type=int, default=16, help="Normal references per size.")
+    parser.add_argument("--tiles", choices=("off", "auto"), default="auto", help="KBENGINE_DETECT_TILES for the banks.")
     args = parser.parse_args()
 
     from PIL import Image
@@ -62,7 +63,7 @@ def main() -> None:
             for size in SIZES:
                 normals = [photo(70_000 + i, size, None) for i in range(args.refs)]
                 start = time.perf_counter()
-                bank = build_bank(encoder, normals)
+                bank = build_bank(encoder, normals, tiles=args.tiles)
                 build = time.perf_counter() - start
                 plan = detector.plan("tile", "references", bank=ReferenceBank("tile", f"bench:{size}", bank))
                 queries = [photo(80_000 + i, size, ("crack", "stain", None)[i % 3]) for i in range(args.images)]

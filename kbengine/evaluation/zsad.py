@@ -78,7 +78,9 @@ def eval_zsad(
                     raise InvalidInputError(f"{category} has no train/good images to take {shots} reference(s) from")
                 bank = None
                 if normals:
-                    shots_bank = build_bank(kb.encoder, shots_of(normals), augment=settings.detect_augment)
+                    shots_bank = build_bank(
+                        kb.encoder, shots_of(normals), augment=settings.detect_augment, tiles=settings.detect_tiles
+                    )
                     bank = ReferenceBank(category, f"shots:{category}:{len(normals)}", shots_bank)
                 plan = detector.plan(
                     category, mode, bank=bank, learned=learned, learned_name=str(prompts) if prompts else None

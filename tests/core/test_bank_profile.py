@@ -53,7 +53,8 @@ def test_brightness_standardisation_only_when_the_references_exposure_varies():
 
 def test_large_photos_are_tiled_on_a_grid_in_relative_coordinates():
     assert tiles_along(300) == 1 and tiles_along(448) == 2 and tiles_along(4000) == 2
-    assert profile_references([part(i, size=(1000, 300)) for i in range(2)]).tiles == (1, 2)
+    assert profile_references([part(i, size=(1000, 300)) for i in range(2)], tiles="auto").tiles == (1, 2)
+    assert profile_references([part(i, size=(1000, 300)) for i in range(2)]).tiles == (1, 1)  # opt-in
     tiles = split(Image.new("RGB", (101, 50)), (2, 3))
     assert [t.size for t in tiles] == [(34, 25), (33, 25), (34, 25), (34, 25), (33, 25), (34, 25)]
     # stitching puts each tile's grid back where the tile was: row-major tiles, (C, h, w) each
@@ -83,7 +84,7 @@ def test_a_standardising_bank_reads_a_photo_alike_at_any_exposure(packaged, gain
 
 def test_a_tiled_bank_scores_on_the_stitched_grid(packaged):
     references = [part(i, size=(480, 240)) for i in range(3)]
-    bank = build_bank(packaged, references)
+    bank = build_bank(packaged, references, tiles="auto")
     assert bank.profile.tiles == (1, 2) and bank.profile.describe().startswith("1x2 tiles")
     (scored,) = score_images(packaged, bank, [part(7, size=(480, 240))])
     assert scored.grid[1] == 2 * scored.grid[0]  # two square tiles side by side

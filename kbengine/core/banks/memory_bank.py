@@ -244,13 +244,14 @@ def build_bank(
     max_patches: int = MAX_PATCHES,
     seed: int = 0,
     augment: str = "never",
+    tiles: str = "off",
 ) -> MemoryBank:
     """The category's memory bank from its normal reference images (calibrated when >= 2), read
     as their ``BankProfile`` says (decided here, from them alone)."""
     if not references:
         raise ValueError("a memory bank needs at least one normal reference image")
     layers = reference_layers(encoder)
-    profile = profile_references(references, augment)
+    profile = profile_references(references, augment, tiles)
     prepared = [standardise(im) if profile.photometric else im for im in references]
     views, owner = list(prepared), list(range(len(prepared)))
     if profile.augment:
@@ -260,8 +261,8 @@ def build_bank(
     feats, scale, grid = embed_patches(encoder, views, layers, None, tiles=profile.tiles)
     flat = feats.reshape(-1, feats.shape[-1])
     origin = np.repeat(np.array(owner), feats.shape[1])
-    tiles = profile.tiles[0] * profile.tiles[1]
-    keep = coreset(flat, max_patches if tiles == 1 else min(max_patches, 2 * max_patches // tiles), seed)
+    count = profile.tiles[0] * profile.tiles[1]
+    keep = coreset(flat, max_patches if count == 1 else min(max_patches, 2 * max_patches // count), seed)
     global_keys = encoder.embed_images(prepared)
     bank = MemoryBank(
         patches=flat[keep],

@@ -61,7 +61,7 @@ class ReferenceBanks:
         return self.blobs.path(str(lock.blob))
 
     def fingerprint(self, references: list[LockPayload]) -> str:
-        parts = [BANK_VERSION, self.encoder.identity.name, self.settings.detect_augment]
+        parts = [BANK_VERSION, self.encoder.identity.name, self.settings.detect_augment, self.settings.detect_tiles]
         parts += [lock.sha256 for lock in references]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -80,7 +80,9 @@ class ReferenceBanks:
         bank = MemoryBank.from_arrays(stored) if stored is not None else None
         if bank is None:
             images = [load_image(self.path_of(lock), self.settings.max_image_pixels) for lock in references]
-            bank = build_bank(self.encoder, images, augment=self.settings.detect_augment)
+            bank = build_bank(
+                self.encoder, images, augment=self.settings.detect_augment, tiles=self.settings.detect_tiles
+            )
             save_arrays(path, fingerprint, bank.to_arrays())
         found = ReferenceBank(category, fingerprint, bank)
         self._banks[category] = found

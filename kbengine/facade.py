@@ -6,7 +6,7 @@ The shell sits on top of every layer; it imports them inside the methods that ne
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from kbengine.core.schemas import (
     Answer,
     CategoryInfo,
     Detection,
+    FileFailure,
     IngestReport,
     KBInfo,
     LockLabel,
@@ -201,6 +202,28 @@ class KnowledgeBase:
 
             learned, name = load_learned_texts(self.encoder, Path(prompts)), str(prompts)
         return self.detector.detect(image, category, mode=mode, learned=learned, learned_name=name)
+
+    def detect_many(
+        self,
+        images: Iterable[ImageInput],
+        category: str | None = None,
+        *,
+        mode: str = "auto",
+        prompts: str | Path | None = None,
+        batch_size: int = 8,
+    ) -> Iterator[Detection | FileFailure]:
+        """``detect`` over many photos, yielded in order as each finishes; every ``batch_size``
+        photos share one encoder pass, and a photo that cannot be read yields a ``FileFailure``
+        (path and reason) instead of stopping the rest."""
+        category = normalise_name(category) if category else None
+        learned, name = (None, None)
+        if prompts is not None:
+            from reasoning.expert.training import load_learned_texts
+
+            learned, name = load_learned_texts(self.encoder, Path(prompts)), str(prompts)
+        return self.detector.detect_many(
+            images, category, mode=mode, batch_size=batch_size, learned=learned, learned_name=name
+        )
 
     def ask(
         self,

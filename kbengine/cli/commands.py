@@ -10,6 +10,7 @@ import typer
 
 from kbengine.cli import options
 from kbengine.cli.app import app
+from kbengine.cli.batch import detect_folder
 from kbengine.cli.rendering import (
     out,
     print_answer_footer,
@@ -21,7 +22,7 @@ from kbengine.cli.rendering import (
     progress_bar,
     show,
 )
-from kbengine.core.errors import EmptyKnowledgeBaseError
+from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
 
 
 @app.command()
@@ -161,21 +162,34 @@ def seek(
 
 @app.command()
 def detect(
-    image: Annotated[Path, typer.Argument(help="The image to inspect.")],
+    images: Annotated[list[Path], typer.Argument(help="The image(s) to inspect, or folders of them.")],
     category: Annotated[
         str | None, typer.Option(help="The part's category (default: the nearest knowledge's).")
     ] = None,
     mode: options.Mode = "auto",
     prompts: options.Prompts = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", help="Write a heatmap overlay with region boxes here.")
+        Path | None, typer.Option("--out", help="Write a heatmap overlay with region boxes here (one image).")
     ] = None,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Many images: also write a summary, one row per image, here.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Many images: photos per encoder pass.")] = 8,
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
     as_json: options.Json = False,
 ) -> None:
-    """AD Expert: anomaly score, map, regions and defect type of one image."""
+    """AD Expert: anomaly score, map, regions and defect type of an image; given several images or
+    folders, one line per image as it finishes (one JSON object per line with --json)."""
+    if len(images) > 1 or images[0].is_dir() or csv_path is not None:
+        if out_path is not None:
+            raise InvalidInputError("--out draws one image's overlay; give one image, or leave --out out")
+        settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
+        with options.open_kb(settings) as kb:
+            failed = detect_folder(kb, images, category, mode, prompts, batch_size, csv_path, as_json)
+        raise typer.Exit(1 if failed else 0)
+    image = images[0]
     with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection)) as kb:
         result = kb.detect(image, category, mode=mode, prompts=prompts)
     if out_path is not None:

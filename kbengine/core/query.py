@@ -4,6 +4,7 @@ anomaly map and the region key read the same scores)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,24 @@ class Query:
             return cls(image.picture, encoder, image.name, image.path)
         path = str(image) if isinstance(image, str | Path) else None
         return cls(load_image(image, max_pixels), encoder, describe(image), path)
+
+    @staticmethod
+    def encode_all(queries: Sequence[Query]) -> None:
+        """Give every query its global key and patch features in one batched forward pass (an
+        encoder that cannot do both in one pass embeds the batch's global keys)."""
+        todo = [q for q in queries if q._global_key is None]
+        if not todo:
+            return
+        encoder = todo[0].encoder
+        pictures = [q.picture for q in todo]
+        if isinstance(encoder, OnePass):
+            keys, raw = encoder.encode(pictures, reference_layers(encoder))
+            for i, query in enumerate(todo):
+                query._global_key = keys[i]
+                query._raw = {layer: features[i : i + 1] for layer, features in raw.items()}
+        else:
+            for query, key in zip(todo, encoder.embed_images(pictures), strict=True):
+                query._global_key = key
 
     @property
     def size(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.datasets import DatasetImage, mvtec_images
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import load_image
+from kbengine.core.query import Query
 from kbengine.core.settings import Settings
 from kbengine.evaluation.progress import Progress
 from kbengine.evaluation.reports import ZSAD_METRICS as METRICS
@@ -90,11 +92,11 @@ def eval_zsad(
                 maps: list[np.ndarray] = []
                 masks: list[np.ndarray] = []
                 regions = np.zeros(4, np.int64)  # covered, total, touching boxes, boxes
-                for item in tests[category]:
+                for item, query in batched(tests[category], detector.load):
                     os.utime(folder)  # alive: remove_stale_runs leaves this folder alone
                     if progress:
                         progress(done, total, str(item.path))
-                    det = detector.run(detector.load(item.path), plan)
+                    det = detector.run(query, plan)
                     scores.append(det.score)
                     labels.append(0 if item.is_normal else 1)
                     if item.is_normal or item.mask is not None:
@@ -153,6 +155,18 @@ def remove_stale_runs(max_age: float = STALE_RUN_SECONDS) -> list[Path]:
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
+
+
+BATCH = 8
+
+
+def batched(items: list[DatasetImage], load: Callable[[Path], Query]) -> Iterator[tuple[DatasetImage, Query]]:
+    """Each item with its query; every ``BATCH`` queries share one encoder pass."""
+    for start in range(0, len(items), BATCH):
+        chunk = items[start : start + BATCH]
+        queries = [load(item.path) for item in chunk]
+        Query.encode_all(queries)
+        yield from zip(chunk, queries, strict=True)
 
 
 def shots_of(normals: list[DatasetImage]) -> list[Image.Image]:

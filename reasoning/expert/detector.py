@@ -18,6 +18,7 @@ README has the figures); the crop around the strongest region remains seek's ``f
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,9 +30,9 @@ from kbengine.core.banks.region import region_fingerprint
 from kbengine.core.cache import elapsed_ms
 from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
-from kbengine.core.images import ImageInput
+from kbengine.core.images import ImageInput, describe
 from kbengine.core.query import Query
-from kbengine.core.schemas import Detection, Evidence, Region
+from kbengine.core.schemas import Detection, Evidence, FileFailure, Region
 from kbengine.core.settings import Settings
 from reasoning.expert.anomaly_map import resize_map
 from reasoning.expert.domains import Domain
@@ -117,6 +118,47 @@ class Detector:
         detection = self.run(query, plan)
         detection.timings_ms = {"prepare": prepared, **detection.timings_ms}
         return detection
+
+    def detect_many(
+        self,
+        images: Iterable[ImageInput | Query],
+        category: str | None = None,
+        *,
+        mode: str = "auto",
+        batch_size: int = 8,
+        learned: LearnedPrompts | None = None,
+        learned_name: str | None = None,
+    ) -> Iterator[Detection | FileFailure]:
+        """``detect`` over many photos, in order: each batch of ``batch_size`` photos shares one
+        encoder pass; a photo that cannot be read gives a ``FileFailure`` and the rest go on."""
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be 1 or more, got {batch_size}")
+        batch: list[Query | FileFailure] = []
+        for image in images:
+            try:
+                batch.append(self.load(image))
+            except InvalidInputError as e:
+                name = describe(image.picture if isinstance(image, Query) else image)
+                batch.append(FileFailure(path=name, reason=str(e).removeprefix(f"{name}: ")))
+            if len(batch) == batch_size:
+                yield from self._detect_batch(batch, category, mode, learned, learned_name)
+                batch = []
+        yield from self._detect_batch(batch, category, mode, learned, learned_name)
+
+    def _detect_batch(
+        self,
+        batch: list[Query | FileFailure],
+        category: str | None,
+        mode: str,
+        learned: LearnedPrompts | None,
+        learned_name: str | None,
+    ) -> Iterator[Detection | FileFailure]:
+        Query.encode_all([q for q in batch if isinstance(q, Query)])
+        for item in batch:
+            if isinstance(item, FileFailure):
+                yield item
+            else:
+                yield self.detect(item, category, mode=mode, learned=learned, learned_name=learned_name)
 
     def load(self, image: ImageInput | Query) -> Query:
         """``image`` as a query, refused when it is too small to inspect."""

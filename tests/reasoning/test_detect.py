@@ -4,6 +4,7 @@ renewed, domains come from files, train-prompts round-trips, bad inputs get clea
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -242,3 +243,27 @@ def test_a_large_photo_is_mapped_at_working_resolution_and_answered_at_its_own(e
     big_mask = np.asarray(Image.fromarray(mask).resize((1200, 900), Image.Resampling.NEAREST))
     assert big_mask[y0:y1, x0:x1].any(), "the box, in the photo's pixels, overlaps the true defect"
     assert det.mask[y0:y1, x0:x1].any()
+
+
+def test_detect_many_batches_photos_and_the_cli_prints_a_line_each(expert_kb, packaged, tmp_path):
+    folder = tmp_path / "line"
+    folder.mkdir()
+    for i, defect in enumerate((None, "crack", None, "hole", "crack")):
+        synth.sample("tile", defect, 42_000 + i, SIZE)[0].save(folder / f"{i}.png")
+    (folder / "9_broken.png").write_bytes(b"not a png")
+    photos = sorted(folder.iterdir())
+    with open_kb(expert_kb, packaged) as kb:
+        many = list(kb.detect_many(photos, "tile", batch_size=2))
+        one = kb.detect(photos[1], "tile")
+    assert [type(r).__name__ for r in many] == ["Detection"] * 5 + ["FileFailure"]
+    assert abs(many[1].score - one.score) < 1e-4 and many[1].regions == one.regions
+    assert "not an image" in many[-1].reason
+    table = tmp_path / "summary.csv"
+    result = CliRunner().invoke(
+        app, ["detect", str(folder), "--kb", str(expert_kb), "--category", "tile", "--json", "--csv", str(table)]
+    )
+    assert result.exit_code == 1, result.output  # one photo failed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 6 and lines[0]["category"] == "tile" and "reason" in lines[-1]
+    rows = table.read_text().splitlines()
+    assert rows[0].startswith("image,category,score") and len(rows) == 7

@@ -29,7 +29,7 @@ The README has the measurements behind each threshold.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -80,9 +80,6 @@ class BankProfile:
         if self.augment:
             parts.append("references flipped")
         return ", ".join(parts)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def profile_references(references: Sequence[Image.Image], augment: str = "never", tiles: str = "off") -> BankProfile:

@@ -206,13 +206,15 @@ def _walk(
             yield Skipped(str(folder), f"symlink loop or repeated folder (already walked as {real})", failure=True)
             continue
         seen.add(real)
-        if is_mvtec_category(folder):
-            yield from mvtec_units(folder, overrides, settings, limit)
-            continue
-        try:
-            entries = sorted(folder.iterdir())
+        try:  # an unreadable folder (permissions) fails alone, and the walk goes on
+            mvtec = is_mvtec_category(folder)
+            entries = [] if mvtec else sorted(folder.iterdir())
+            has_card = not mvtec and any((folder / n).is_file() for n in CARD_NAMES)
         except OSError as e:
-            yield Skipped(str(folder), f"cannot list folder ({e.strerror})", failure=True)
+            yield Skipped(str(folder), f"cannot read folder ({e.strerror or e})", failure=True)
+            continue
+        if mvtec:
+            yield from mvtec_units(folder, overrides, settings, limit)
             continue
         images: list[Path] = []
         for entry in entries:
@@ -224,9 +226,14 @@ def _walk(
             if entry.is_symlink() and leaves(entry, limit):
                 yield Skipped(str(entry), OUTSIDE, failure=True)
                 continue
-            if entry.is_dir():
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError as e:
+                yield Skipped(str(entry), f"cannot read ({e.strerror or e})", failure=True)
+                continue
+            if is_dir:
                 stack.append(entry)
-            elif entry.is_file():
+            elif is_file:
                 suffix = entry.suffix.lower()
                 if suffix in IMAGE_SUFFIXES:
                     images.append(entry)
@@ -240,7 +247,6 @@ def _walk(
                     )
             elif entry.is_symlink():
                 yield Skipped(str(entry), "broken symlink", failure=True)
-        has_card = any((folder / n).is_file() for n in CARD_NAMES)
         if images or has_card:
             yield from folder_units(folder, images, overrides, settings)
         stack.sort(reverse=True)

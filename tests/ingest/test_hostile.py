@@ -176,3 +176,24 @@ def test_small_things_are_said_not_swallowed(make_kb, tmp_path):
     assert "nothing to ingest" in reasons["empty"]
     assert reasons["broken.pdf"].startswith("not a readable PDF")  # the path is the failure's, not repeated
     assert any("page(s) 7 not in manual.pdf" in note for note in report.notes)
+
+
+def test_an_unreadable_folder_fails_alone(make_kb, tmp_path, monkeypatch):
+    """As root (CI) permissions do not stop reads, so the folder's PermissionError is raised by
+    hand where the operating system would raise it: when the walk looks inside the folder."""
+    root = tmp_path / "docs"
+    photo(root / "widget" / "scratch" / "a.png")
+    locked = root / "widget" / "locked"
+    photo(locked / "inner" / "b.png")
+    real_is_dir = Path.is_dir
+
+    def is_dir(self: Path) -> bool:
+        if self.parent == locked or self.parent.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    report = make_kb().ingest(root)
+    assert [Path(f.path).name for f in report.failed] == ["locked"]
+    assert "Permission denied" in report.failed[0].reason
+    assert any(s.status == "added" for s in report.sources)

@@ -194,3 +194,14 @@ def test_cli_seek_json_and_plot(kb_path, tmp_path, monkeypatch):
     assert plot.stat().st_size > 10_000
     table = CliRunner().invoke(app, ["seek", str(image), "--kb", str(kb_path), "-s", "topk", "--category", "disc"])
     assert table.exit_code == 0 and "predicted defect type: disc/missing" in table.output
+
+
+def test_seek_many_gives_what_seek_gives_in_order(kb, tmp_path):
+    photos = [query("disc", "scratch", 7_001), query("tile", "crack", 7_002), query("disc", "missing", 7_003)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    many = list(kb.seek_many([*photos, broken], batch_size=2, k=3, category=None))
+    assert [type(r).__name__ for r in many] == ["SeekResult"] * 3 + ["FileFailure"]
+    for photo, result in zip(photos, many, strict=False):
+        alone = kb.seek(photo, k=3)
+        assert [h.doc_id for h in result.hits] == [h.doc_id for h in alone.hits]

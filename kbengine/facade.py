@@ -209,23 +209,10 @@ class KnowledgeBase:
         """``seek`` over many photos (``options`` as ``seek`` takes them), yielded in order; every
         ``batch_size`` photos share one encoder pass, and a photo that cannot be read yields a
         ``FileFailure`` instead of stopping the rest."""
-        from kbengine.core.images import describe
-        from kbengine.core.query import Query
+        from kbengine.core.query import query_batches
 
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be 1 or more, got {batch_size}")
-        pending = list(images)
-        for start in range(0, len(pending), batch_size):
-            batch: list[Query | FileFailure] = []
-            for image in pending[start : start + batch_size]:
-                try:
-                    batch.append(self.query(image))
-                except InvalidInputError as e:
-                    name = describe(image)
-                    batch.append(FileFailure(path=name, reason=str(e).removeprefix(f"{name}: ")))
-            Query.encode_all([q for q in batch if isinstance(q, Query)])
-            for item in batch:
-                yield item if isinstance(item, FileFailure) else self.seek(item, **options)
+        for item in query_batches(images, self.query, batch_size):
+            yield item if isinstance(item, FileFailure) else self.seek(item, **options)
 
     def detect_many(
         self,

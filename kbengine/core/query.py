@@ -4,7 +4,7 @@ anomaly map and the region key read the same scores)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,35 @@ from kbengine.core.banks.memory_bank import PatchScores, reference_layers, score
 from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.region import region_descriptor
 from kbengine.core.encoders.base import Encoder, OnePass
+from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import ImageInput, describe, load_image
+from kbengine.core.schemas import FileFailure
+
+
+def query_batches(
+    images: Iterable[ImageInput | Query], load: Callable[[ImageInput | Query], Query], batch_size: int
+) -> Iterator[Query | FileFailure]:
+    """Each image as ``load`` makes it a query, in order, every ``batch_size`` of them encoded in
+    one pass (``Query.encode_all``); one that cannot be read is a ``FileFailure`` (the rest go on).
+    ``detect_many`` and ``seek_many`` share it."""
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be 1 or more, got {batch_size}")
+    batch: list[Query | FileFailure] = []
+
+    def flush() -> list[Query | FileFailure]:
+        Query.encode_all([q for q in batch if isinstance(q, Query)])
+        return batch
+
+    for image in images:
+        try:
+            batch.append(load(image))
+        except InvalidInputError as e:
+            name = describe(image.picture if isinstance(image, Query) else image)
+            batch.append(FileFailure(path=name, reason=str(e).removeprefix(f"{name}: ")))
+        if len(batch) == batch_size:
+            yield from flush()
+            batch = []
+    yield from flush()
 
 
 class Query:

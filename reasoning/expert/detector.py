@@ -30,8 +30,8 @@ from kbengine.core.banks.region import region_fingerprint
 from kbengine.core.cache import elapsed_ms
 from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
-from kbengine.core.images import ImageInput, describe
-from kbengine.core.query import Query
+from kbengine.core.images import ImageInput
+from kbengine.core.query import Query, query_batches
 from kbengine.core.schemas import Detection, Evidence, FileFailure, Region
 from kbengine.core.settings import Settings
 from reasoning.expert.anomaly_map import resize_map
@@ -131,30 +131,7 @@ class Detector:
     ) -> Iterator[Detection | FileFailure]:
         """``detect`` over many photos, in order: each batch of ``batch_size`` photos shares one
         encoder pass; a photo that cannot be read gives a ``FileFailure`` and the rest go on."""
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be 1 or more, got {batch_size}")
-        batch: list[Query | FileFailure] = []
-        for image in images:
-            try:
-                batch.append(self.load(image))
-            except InvalidInputError as e:
-                name = describe(image.picture if isinstance(image, Query) else image)
-                batch.append(FileFailure(path=name, reason=str(e).removeprefix(f"{name}: ")))
-            if len(batch) == batch_size:
-                yield from self._detect_batch(batch, category, mode, learned, learned_name)
-                batch = []
-        yield from self._detect_batch(batch, category, mode, learned, learned_name)
-
-    def _detect_batch(
-        self,
-        batch: list[Query | FileFailure],
-        category: str | None,
-        mode: str,
-        learned: LearnedPrompts | None,
-        learned_name: str | None,
-    ) -> Iterator[Detection | FileFailure]:
-        Query.encode_all([q for q in batch if isinstance(q, Query)])
-        for item in batch:
+        for item in query_batches(images, self.load, batch_size):
             if isinstance(item, FileFailure):
                 yield item
             else:

@@ -21,6 +21,8 @@ from kbengine.core.schemas import (
     Answer,
     CategoryInfo,
     Detection,
+    DocumentList,
+    DocumentSummary,
     FileFailure,
     IngestReport,
     KBInfo,
@@ -367,6 +369,61 @@ class KnowledgeBase:
             without_references=sorted(with_examples - with_references),
         )
 
+    def documents(
+        self,
+        *,
+        category: str | None = None,
+        defect_type: str | None = None,
+        domain: str | None = None,
+        source: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> DocumentList:
+        """The knowledge documents, filtered by their labels (``source``: the document's file or a
+        folder it lies in), sorted by category, defect type and title, ``limit`` from ``offset``.
+
+        One scroll over the locks' payloads (no vectors); a document's summary is its locks'."""
+        if offset < 0 or limit < 1:
+            raise InvalidInputError(f"offset must be >= 0 and limit >= 1 (got {offset}, {limit})")
+        filters = {
+            name: normalise_name(value) if name != "domain" else value
+            for name, value in (("category", category), ("defect_type", defect_type), ("domain", domain))
+            if value
+        }
+        fields = [*LockLabel.fields(), "title", "doc_source", "page", "blob"]
+        found: dict[str, DocumentSummary] = {}
+        for hit in self.store.scroll(Where.of(**filters), fields=fields):
+            payload = hit.payload
+            label = LockLabel.read(payload)
+            doc_source = str(payload.get("doc_source", ""))
+            if source and not _under(doc_source, source):
+                continue
+            doc = found.get(label.doc_id)
+            if doc is None:
+                doc = found[label.doc_id] = DocumentSummary(
+                    doc_id=label.doc_id,
+                    title=str(payload.get("title", "")),
+                    domain=label.domain,
+                    category=label.category,
+                    defect_type=label.defect_type,
+                    source=doc_source,
+                )
+            doc.kinds[label.kind] = doc.kinds.get(label.kind, 0) + 1
+            page = payload.get("page")
+            if isinstance(page, int) and page not in doc.pages:
+                doc.pages.append(page)
+            blob = payload.get("blob")
+            if doc.image_path is None and isinstance(blob, str) and blob:
+                doc.image_path = str(self.blobs.path(blob))
+        ordered = sorted(found.values(), key=lambda d: (d.category, d.defect_type, d.title, d.doc_id))
+        for doc in ordered:
+            doc.pages.sort()
+        if source:
+            filters["source"] = source
+        return DocumentList(
+            total=len(ordered), offset=offset, limit=limit, filters=filters, documents=ordered[offset : offset + limit]
+        )
+
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Compare the store with its source markers, blobs and caches: what is damaged and how to
         repair it. ``repair``: ingest again the sources whose files exist, delete damaged caches,
@@ -385,6 +442,14 @@ class KnowledgeBase:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _under(path: str, source: str) -> bool:
+    """``path`` is ``source`` or lies in the folder ``source`` (as written, or resolved)."""
+    for a, b in ((path, source), (path, str(Path(source).resolve()))):
+        if a == b or a.startswith(b.rstrip("/") + "/"):
+            return True
+    return False
 
 
 __all__ = ["KBEngineError", "KnowledgeBase"]

@@ -22,7 +22,9 @@ from kbengine.core.schemas.documents import (
 )
 from kbengine.core.schemas.ingest import (
     CategoryInfo,
+    DocumentList,
     DocumentPreview,
+    DocumentSummary,
     FigurePreview,
     FileFailure,
     IngestReport,
@@ -52,7 +54,9 @@ __all__ = [
     "ClusterStat",
     "CollectionMeta",
     "Detection",
+    "DocumentList",
     "DocumentPreview",
+    "DocumentSummary",
     "Evidence",
     "FigurePreview",
     "FileFailure",

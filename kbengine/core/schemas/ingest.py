@@ -87,6 +87,30 @@ class IngestReport(BaseModel):
         return not self.failed
 
 
+class DocumentSummary(BaseModel):
+    """One knowledge document as ``kb.documents`` lists it: its labels and what its locks hold."""
+
+    doc_id: str
+    title: str
+    domain: str
+    category: str
+    defect_type: str
+    source: str = Field(description="The file or folder the document came from.")
+    kinds: dict[str, int] = Field(default_factory=dict, description="Locks per kind.")
+    pages: list[int] = Field(default_factory=list, description="PDF pages its locks come from.")
+    image_path: str | None = Field(None, description="A page/figure/image of the document (its first), if any.")
+
+
+class DocumentList(BaseModel):
+    """A page of ``kb.documents``: ``total`` documents match, ``documents`` holds ``offset`` on."""
+
+    total: int
+    offset: int
+    limit: int
+    filters: dict[str, str] = Field(default_factory=dict)
+    documents: list[DocumentSummary] = Field(default_factory=list)
+
+
 class CategoryInfo(BaseModel):
     category: str
     defect_type: str

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.vocabulary import printable
@@ -50,7 +50,8 @@ def open_image_file(path: Path, max_pixels: int) -> Image.Image:
 
 
 def decode_image(data: bytes, path: Path, max_pixels: int) -> Image.Image:
-    """Decode an image file's bytes (``path`` names it in errors) with the checks of :func:`open_image_file`."""
+    """Decode an image file's bytes (``path`` names it in errors) with the checks of :func:`open_image_file`;
+    a photo with an EXIF orientation (phones, tablets) is turned upright, as viewers show it."""
     if not data:
         raise InvalidInputError(f"{path}: empty file (0 bytes)")
     try:
@@ -70,7 +71,7 @@ def decode_image(data: bytes, path: Path, max_pixels: int) -> Image.Image:
                         "inspect as a PNG"
                     )
                 image.load()
-                return to_rgb(image)
+                return to_rgb(ImageOps.exif_transpose(image))
     except InvalidInputError:
         raise
     except UnidentifiedImageError as e:

@@ -243,10 +243,7 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
         ) -> None:
             if service.keys.open:
                 return
-            key = x_api_key
-            if authorization and authorization.lower().startswith("bearer "):
-                key = authorization[7:].strip()
-            granted = service.keys.scope_of(key)
+            granted = service.keys.scope_of(_key(authorization, x_api_key))
             if granted is None:
                 raise HTTPException(
                     401, "an API key is needed: 'Authorization: Bearer KEY'", {"WWW-Authenticate": "Bearer"}
@@ -279,6 +276,13 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
         except KBEngineError as e:
             return _error(503, f"the store is not reachable: {e}")
         return JSONResponse({"status": "ready", "locks": locks, "encoder": kb.identity.name if kb.identity else None})
+
+    @app.get("/v1/whoami", tags=["service"], summary="The scope the request's key grants (read or write).")
+    async def whoami(
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> dict[str, str | bool | None]:
+        return {"scope": service.keys.scope_of(_key(authorization, x_api_key)), "keys": not service.keys.open}
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics.", dependencies=read)
     async def metrics() -> Response:
@@ -376,8 +380,8 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
             200: {
                 "model": Answer,
                 "content": {"text/event-stream": {}},
-                "description": "Answer; with stream=true server-sent events: 'token' {text}, then 'answer' "
-                "(the Answer) or 'error' {detail}.",
+                "description": "Answer; with stream=true server-sent events: 'detection' (with heatmap=true), "
+                "'token' {text}, then 'answer' (the Answer) or 'error' {detail}.",
             }
         },
     )
@@ -389,27 +393,38 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
         llm: Annotated[str | None, Form(description="'none' or the server's configured backend.")] = None,
         setting: Annotated[str, Form()] = "seek",
         stream: Annotated[bool, Form()] = False,
+        heatmap: Annotated[
+            bool, Form(description="With stream: a 'detection' event (with the heatmap) before the tokens.")
+        ] = False,
     ) -> Response:
         data = await image_bytes(image)
 
-        def run(emit: Callable[[str], Any] | None) -> Answer:
+        def run(emit: Callable[[str], Any] | None, first: Callable[[Detection], Any] | None = None) -> Answer:
+            query = kb.query(photo(data))
+            if first is not None:  # the same query: its encoder pass serves the answer too
+                first(kb.detect(query, category or None))
             return kb.ask(
-                photo(data), question, service.llm(llm), setting=setting, category=category or None, k=k, stream=emit
+                query, question, service.llm(llm), setting=setting, category=category or None, k=k, stream=emit
             )
 
         if not stream:
             return _json(await service.pool.run(lambda: run(None)))
         loop = asyncio.get_running_loop()
-        tokens: asyncio.Queue[str | None] = asyncio.Queue()
+        events_queue: asyncio.Queue[str | None] = asyncio.Queue()
 
         def emit(text: str) -> None:
-            loop.call_soon_threadsafe(tokens.put_nowait, text)
+            loop.call_soon_threadsafe(events_queue.put_nowait, _event("token", {"text": text}))
+
+        def detected(found: Detection) -> None:
+            content = found.model_dump(mode="json")
+            content["heatmap"] = heatmap_data_url(found)
+            loop.call_soon_threadsafe(events_queue.put_nowait, _event("detection", content))
 
         async def work() -> Answer:
             try:
-                return await service.pool.run(lambda: run(emit))
+                return await service.pool.run(lambda: run(emit, detected if heatmap else None))
             finally:
-                tokens.put_nowait(None)
+                events_queue.put_nowait(None)
 
         task = asyncio.ensure_future(work())
         await asyncio.sleep(0)
@@ -417,8 +432,8 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
             raise task.exception()  # type: ignore[misc]
 
         async def events() -> AsyncIterator[str]:
-            while (text := await tokens.get()) is not None:
-                yield _event("token", {"text": text})
+            while (event := await events_queue.get()) is not None:
+                yield event
             try:
                 answer = await task
             except KBEngineError as e:
@@ -486,6 +501,13 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
     app.add_middleware(Measured, metrics=service.metrics)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     return app
+
+
+def _key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request carries: ``Authorization: Bearer KEY``, else ``X-API-Key``."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
 
 
 async def _http_error(_: Request, e: HTTPException) -> JSONResponse:

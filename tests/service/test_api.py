@@ -92,6 +92,9 @@ def test_ask_plain_and_streamed(serve):
     assert [name for name, _ in events[:-1]] == ["token"] * (len(events) - 1) and events[-1][0] == "answer"
     assert "".join(data["text"] for _, data in events[:-1]) == events[-1][1]["text"]
     assert without_timings(events[-1][1]) == without_timings(answer)
+    with_map = sse(client.post("/v1/ask", files=PHOTO, data={"stream": "true", "heatmap": "true"}).text)
+    assert with_map[0][0] == "detection" and with_map[0][1]["heatmap"].startswith("data:image/png;base64,")
+    assert with_map[0][1]["score"] == with_map[-1][1]["detection"]["score"]
     refused = client.post("/v1/ask", files=PHOTO, data={"llm": "openai"})
     assert refused.status_code == 422 and "offers" in refused.json()["detail"]
 
@@ -127,6 +130,8 @@ def test_keys_and_scopes(serve, tmp_path):
     assert client.get("/v1/jobs/x", headers=read).status_code == 403
     assert client.get("/v1/jobs/x", headers={"Authorization": "Bearer w-key"}).status_code == 404
     assert client.get("/metrics").status_code == 401
+    assert client.get("/v1/whoami", headers=read).json() == {"scope": "read", "keys": True}
+    assert client.get("/v1/whoami").json() == {"scope": None, "keys": True}
 
 
 def test_ingest_job_adds_documents_and_bad_files_store_nothing(serve, tmp_path):
@@ -136,6 +141,8 @@ def test_ingest_job_adds_documents_and_bad_files_store_nothing(serve, tmp_path):
     uploads = tmp_path / "kb" / "uploads"
     bad = client.post("/v1/ingest", files=[("files", ("notes.txt", b"hello", "text/plain"))])
     assert bad.status_code == 422 and "notes.txt" in bad.json()["detail"]
+    not_png = client.post("/v1/ingest", files=[("files", ("notimage.png", b"hello", "image/png"))])
+    assert not_png.status_code == 422 and "notimage.png" in not_png.json()["detail"]
     fake_pdf = client.post("/v1/ingest", files=[("files", ("m.pdf", b"<html>", "application/pdf"))])
     assert fake_pdf.status_code == 422 and "%PDF" in fake_pdf.json()["detail"]
     assert kb.store.count() == before and not (uploads.exists() and any(uploads.iterdir()))

@@ -63,10 +63,8 @@ def main() -> None:
         root = Path(tmp)
         dataset = synth.write_mvtec(root / "data", PARTS, n_train=16, n_test_good=0, n_test_defect=2, size=256)
         documents = synth.write_documents(root / "documents", PARTS, n_refs=1, size=256)
-        photos = [
-            png(synth.sample(cat, defect, 70_000 + i, 256)[0])
-            for i, (cat, defect) in enumerate([("disc", "scratch"), ("tile", "hole"), ("disc", None), ("tile", "stain")])
-        ]
+        kinds = [("disc", "scratch"), ("tile", "hole"), ("disc", None), ("tile", "stain")]
+        photos = [png(synth.sample(cat, defect, 70_000 + i, 256)[0]) for i, (cat, defect) in enumerate(kinds)]
         images = [Image.open(io.BytesIO(data)).convert("RGB") for data in photos]
         settings = Settings(encoder="packaged", kb=root / "kb")
         inproc: dict[str, list[float]] = {"seek": [], "detect": []}

@@ -50,7 +50,9 @@ class KnowledgeBase:
     >>> kb = KnowledgeBase.open(url="http://localhost:6333", collection="seek")
     """
 
-    def __init__(self, settings: Settings, store: Store, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, encoder: Encoder | None = None, *, lazy_encoder: bool = False
+    ) -> None:
         self.settings = settings
         self.store = store
         self._encoder = encoder
@@ -62,7 +64,7 @@ class KnowledgeBase:
         self._seeker: Seeker | None = None
         self._detector: Detector | None = None
         self._asker: Asker | None = None
-        if settings.encoder != "auto" and encoder is None:
+        if settings.encoder != "auto" and encoder is None and not lazy_encoder:
             self._encoder = get_encoder(settings, self.identity)
 
     @classmethod
@@ -74,10 +76,12 @@ class KnowledgeBase:
         collection: str | None = None,
         encoder: str | None = None,
         settings: Settings | None = None,
+        lazy_encoder: bool = False,
         **overrides: Any,
     ) -> KnowledgeBase:
         """Open (or create on first ingest) a knowledge base: embedded under ``path`` (default
-        ``./kb`` or ``KBENGINE_KB``), or on a Qdrant server at ``url``."""
+        ``./kb`` or ``KBENGINE_KB``), or on a Qdrant server at ``url``. ``lazy_encoder``: load the
+        encoder on first use (on the thread that uses it: the service's model thread), not now."""
         base = settings or Settings()
         changes: dict[str, Any] = dict(overrides)
         if path is not None:
@@ -91,7 +95,7 @@ class KnowledgeBase:
         settings = base.model_copy(update=changes)
         store = get_store(settings)
         try:
-            return cls(settings, store)
+            return cls(settings, store, lazy_encoder=lazy_encoder)
         except BaseException:
             store.close()
             raise

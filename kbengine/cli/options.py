@@ -59,10 +59,10 @@ def settings_for(
     return Settings(**{name: value for name, value in given.items() if value is not None})
 
 
-def open_kb(settings: Settings) -> KnowledgeBase:
+def open_kb(settings: Settings, *, lazy_encoder: bool = False) -> KnowledgeBase:
     from kbengine.facade import KnowledgeBase
 
-    return KnowledgeBase.open(settings=settings)
+    return KnowledgeBase.open(settings=settings, lazy_encoder=lazy_encoder)
 
 
 Categories = Annotated[list[str] | None, typer.Option("--category", help="Only these categories (repeatable).")]

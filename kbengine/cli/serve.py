@@ -62,7 +62,7 @@ def serve(
         )
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection, encoder=encoder, workers=workers)
     start = time.perf_counter()
-    kb = options.open_kb(settings)
+    kb = options.open_kb(settings, lazy_encoder=True)  # loaded on the model thread
     try:
         application = create_app(kb, service_settings)
         where = settings.qdrant_url or str(settings.kb)

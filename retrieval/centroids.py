@@ -74,9 +74,10 @@ class TypeCentroids:
 
 
 def source_fingerprint(store: Store) -> str:
-    """A digest of every source marker (file and content hash): changes whenever ingest does."""
+    """A digest of every source marker (file, content hash, edit revision): changes whenever ingest,
+    remove or relabel does."""
     markers = (SourceMarker.read(h.payload) for h in store.scroll(Where.of(kind=SOURCE_KIND)))
-    entries = sorted(f"{m.source}\0{m.source_sha}" for m in markers)
+    entries = sorted(f"{m.source}\0{m.source_sha}\0{m.revision}" for m in markers)
     return hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
 
 

@@ -21,10 +21,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from kbengine.core.blobs import BLOB_NAME
 from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError, KBEngineError, LLMError, StoreError
-from kbengine.core.schemas import Answer, Detection, DocumentList, KBInfo, SeekResult
+from kbengine.core.schemas import Answer, Detection, DocumentList, EditReport, KBInfo, SeekResult
 from kbengine.facade import KnowledgeBase
 from kbengine.service.auth import Keys, Scope, allows
 from kbengine.service.heatmap import heatmap_data_url
@@ -39,6 +40,15 @@ Scope_ = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Scope_, Receive, Send], Awaitable[None]]
+
+
+class Relabel(BaseModel):
+    """The new labels of ``PATCH /v1/documents/{doc_id}`` (at least one)."""
+
+    category: str | None = None
+    defect_type: str | None = None
+    domain: str | None = None
+    dry_run: bool = False
 
 
 class Service:
@@ -481,6 +491,31 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
         options = {"domain": domain or None, "category": category or None, "defect_type": defect_type or None}
         job = service.jobs.submit(folder, list(named), options)
         return JSONResponse(job.model_dump(mode="json"), status_code=202)
+
+    @app.delete("/v1/documents/{doc_id}", tags=["knowledge"], response_model=EditReport, dependencies=write)
+    async def remove_document(doc_id: str, dry_run: bool = False) -> JSONResponse:
+        """Remove a document and every lock of it (``kb.remove``)."""
+        report = await service.pool.run(lambda: kb.remove(doc_id, dry_run=dry_run), write=True)
+        if not report.documents:
+            raise HTTPException(404, f"no document {doc_id}")
+        return _json(report)
+
+    @app.patch("/v1/documents/{doc_id}", tags=["knowledge"], response_model=EditReport, dependencies=write)
+    async def relabel_document(doc_id: str, labels: Relabel) -> JSONResponse:
+        """Give a document new labels (``kb.relabel``)."""
+        report = await service.pool.run(
+            lambda: kb.relabel(
+                doc_id,
+                defect_type=labels.defect_type,
+                to_category=labels.category,
+                domain=labels.domain,
+                dry_run=labels.dry_run,
+            ),
+            write=True,
+        )
+        if not report.documents:
+            raise HTTPException(404, f"no document {doc_id}")
+        return _json(report)
 
     @app.get("/v1/jobs/{job_id}", tags=["knowledge"], response_model=Job, dependencies=write)
     async def job(job_id: str) -> JSONResponse:

@@ -82,15 +82,16 @@ class WorkPool:
         """Calls submitted and not finished (running and waiting)."""
         return self._pending
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on a worker under the read lock; :class:`Busy` when the queue is full."""
+    async def run(self, fn: Callable[[], T], *, write: bool = False) -> T:
+        """Run ``fn`` on a worker under the read lock (the write lock with ``write``); :class:`Busy`
+        when the queue is full."""
         with self._count:
             if self._pending >= self.workers + self.queue:
                 raise Busy(retry_after=max(1, self._pending // max(1, self.workers)))
             self._pending += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._reading, fn)
+            return await loop.run_in_executor(self._executor, self._writing if write else self._reading, fn)
         finally:
             with self._count:
                 self._pending -= 1
@@ -104,6 +105,10 @@ class WorkPool:
 
     def _reading(self, fn: Callable[[], T]) -> T:
         with self.lock.reading():
+            return fn()
+
+    def _writing(self, fn: Callable[[], T]) -> T:
+        with self.lock.writing():
             return fn()
 
     def close(self) -> None:

@@ -238,3 +238,23 @@ def test_serve_refuses_an_open_non_loopback_host(tmp_path, monkeypatch):
     assert result.exit_code != 0 and "without API keys" in str(result.exception)
     hashed = CliRunner().invoke(cli_app, ["serve", "--hash-key"], input="s3cret\n")
     assert hashed.exit_code == 0 and hash_key("s3cret") in hashed.output
+
+
+def test_document_write_routes_remove_and_relabel(serve):
+    client = serve(copy=True, api_keys="write:w-key,read:r-key")
+    write, read = {"Authorization": "Bearer w-key"}, {"Authorization": "Bearer r-key"}
+    scratches = client.get("/v1/documents", params={"defect_type": "scratch"}, headers=read).json()["documents"]
+    first, second = scratches[0]["doc_id"], scratches[1]["doc_id"]
+    assert client.delete(f"/v1/documents/{first}", headers=read).status_code == 403
+    preview = client.delete(f"/v1/documents/{first}", params={"dry_run": "true"}, headers=write).json()
+    assert preview["dry_run"] and preview["locks"] > 0
+    removed = client.delete(f"/v1/documents/{first}", headers=write)
+    assert removed.status_code == 200 and removed.json()["documents"][0]["doc_id"] == first
+    assert client.delete(f"/v1/documents/{first}", headers=write).status_code == 404
+    relabelled = client.patch(f"/v1/documents/{second}", json={"defect_type": "gouge"}, headers=write)
+    assert relabelled.status_code == 200 and relabelled.json()["labels"] == {"defect_type": "gouge"}
+    docs = client.get("/v1/documents", params={"limit": 500}, headers=read).json()["documents"]
+    assert first not in {d["doc_id"] for d in docs}
+    assert next(d for d in docs if d["doc_id"] == second)["defect_type"] == "gouge"
+    empty = client.patch(f"/v1/documents/{second}", json={}, headers=write)
+    assert empty.status_code == 422 and "new labels" in empty.json()["detail"]

@@ -72,7 +72,7 @@ class LabelSource(BaseModel):
 
     source: str = Field(
         description="option | sidecar | line | card | folder | taxonomy | knowledge base | text embedding | "
-        "figure | file name | default"
+        "figure | file name | default | relabel"
     )
     confidence: float = Field(1.0, ge=0.0, le=1.0)
 
@@ -222,6 +222,9 @@ class SourceMarker(_Payload):
     unit: str = Field("", description="pdf, card, image, ...")
     locks: int = 0
     documents: int = 0
+    revision: str = Field(
+        "", description="Set by remove/relabel: derived data keyed by the markers (type centroids) notices edits."
+    )
 
 
 class CollectionMeta(_Payload):

@@ -111,6 +111,33 @@ class DocumentList(BaseModel):
     documents: list[DocumentSummary] = Field(default_factory=list)
 
 
+class EditedDocument(BaseModel):
+    """A document ``remove`` or ``relabel`` chose, with its labels before the change."""
+
+    doc_id: str
+    title: str
+    domain: str
+    category: str
+    defect_type: str
+    sources: list[str] = Field(default_factory=list, description="The source files its locks come from.")
+
+
+class EditReport(BaseModel):
+    """What ``remove`` or ``relabel`` changed (or, with ``dry_run``, would change)."""
+
+    action: Literal["remove", "relabel"]
+    dry_run: bool = False
+    documents: list[EditedDocument] = Field(default_factory=list)
+    locks: int = Field(0, description="Locks removed or relabelled (region locks included).")
+    labels: dict[str, str] = Field(default_factory=dict, description="relabel: the new labels.")
+    sources_removed: list[str] = Field(
+        default_factory=list, description="Sources left without locks: their markers go, so ingest adds them back."
+    )
+    sources_updated: list[str] = Field(default_factory=list, description="Sources whose marker's lock count changed.")
+    regions_added: int = 0
+    regions_removed: int = 0
+
+
 class CategoryInfo(BaseModel):
     category: str
     defect_type: str

@@ -26,6 +26,15 @@ runner = CliRunner()
         ["ask"],
         ["train-prompts"],
         ["verify"],
+        ["serve"],
+        ["docs"],
+        ["remove"],
+        ["relabel"],
+        ["snapshot"],
+        ["snapshot", "create"],
+        ["snapshot", "restore"],
+        ["migrate"],
+        ["gc"],
         ["eval"],
         ["eval", "seek"],
         ["eval", "zsad"],
@@ -42,10 +51,27 @@ def test_every_registered_command_is_in_the_help_test():
     import typer.main
 
     group = typer.main.get_command(app)
-    names = {name for name in group.commands if name != "eval"}  # type: ignore[attr-defined]
+    names = {name for name in group.commands if name not in ("eval", "snapshot")}  # type: ignore[attr-defined]
     evals = set(group.commands["eval"].commands)  # type: ignore[attr-defined]
-    assert names == {"ingest", "info", "demo", "seek", "detect", "ask", "train-prompts", "verify"}
+    snapshots = set(group.commands["snapshot"].commands)  # type: ignore[attr-defined]
+    assert names == {
+        "ingest",
+        "info",
+        "demo",
+        "seek",
+        "detect",
+        "ask",
+        "train-prompts",
+        "verify",
+        "serve",
+        "docs",
+        "remove",
+        "relabel",
+        "migrate",
+        "gc",
+    }
     assert evals == {"seek", "zsad", "mmad"}
+    assert snapshots == {"create", "restore"}
 
 
 def test_run_turns_our_errors_into_one_line_and_exit_2(tmp_path, capsys):

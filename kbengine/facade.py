@@ -460,15 +460,15 @@ class KnowledgeBase:
         doc: str | Sequence[str] | None = None,
         *,
         source: str | Path | None = None,
+        in_category: str | None = None,
         category: str | None = None,
         defect_type: str | None = None,
-        to_category: str | None = None,
         domain: str | None = None,
         dry_run: bool = False,
     ) -> EditReport:
-        """Fix the labels of documents chosen by id (``doc``), ``source`` or ``category``: the new
-        ``defect_type``, ``to_category`` and/or ``domain`` on every lock (vectors untouched), region
-        locks and type centroids follow. ``dry_run``: what would change. See :mod:`ingest.edit`."""
+        """Fix the labels of documents chosen by id (``doc``), ``source`` or ``in_category``: the
+        new ``category``, ``defect_type`` and/or ``domain`` on every lock (vectors untouched);
+        region locks and type centroids follow. ``dry_run``: what would change. See :mod:`ingest.edit`."""
         from ingest.edit import relabel
 
         report = relabel(
@@ -476,8 +476,8 @@ class KnowledgeBase:
             self.banks,
             doc_ids=[doc] if isinstance(doc, str) else list(doc or ()),
             source=str(source) if source is not None else None,
-            category=category,
-            new_category=to_category,
+            category=in_category,
+            new_category=category,
             new_defect_type=defect_type,
             new_domain=domain,
             dry_run=dry_run,

@@ -95,9 +95,11 @@ def remove(
 def relabel(
     doc: DocOption = None,
     source: SourceOption = None,
-    category: CategoryOption = None,
+    in_category: Annotated[
+        str | None, typer.Option("--in-category", help="Choose every document of this category.")
+    ] = None,
+    category: Annotated[str | None, typer.Option("--category", help="The new category.")] = None,
     defect_type: Annotated[str | None, typer.Option("--defect-type", help="The new defect type.")] = None,
-    to_category: Annotated[str | None, typer.Option("--to-category", help="The new category.")] = None,
     domain: Annotated[str | None, typer.Option("--domain", help="The new domain.")] = None,
     dry_run: DryRun = False,
     kb_dir: options.KbDir = None,
@@ -105,17 +107,17 @@ def relabel(
     collection: options.Collection = None,
     as_json: options.Json = False,
 ) -> None:
-    """Fix the labels of documents (chosen by --doc, --source or --category): --defect-type,
-    --to-category and/or --domain on every lock; region locks and type centroids follow."""
+    """Fix the labels of documents (chosen by --doc, --source or --in-category): the new --defect-type,
+    --category and/or --domain on every lock; region locks and type centroids follow."""
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
     _existing(settings)
     with options.open_kb(settings) as kb:
         report = kb.relabel(
             doc,
             source=source,
+            in_category=in_category,
             category=category,
             defect_type=defect_type,
-            to_category=to_category,
             domain=domain,
             dry_run=dry_run,
         )

@@ -507,7 +507,7 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
             lambda: kb.relabel(
                 doc_id,
                 defect_type=labels.defect_type,
-                to_category=labels.category,
+                category=labels.category,
                 domain=labels.domain,
                 dry_run=labels.dry_run,
             ),

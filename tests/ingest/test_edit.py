@@ -194,3 +194,19 @@ def test_kill_9_then_again_equals_one_clean_run(kb_copy, base_kb, packaged, tmp_
         else:
             kb.relabel(target, defect_type="gouge")
     assert state(kb_copy, packaged) == state(clean, packaged)
+
+
+def test_relabel_command_moves_a_document_to_another_category(kb_copy, packaged):
+    runner = CliRunner()
+    kb_dir = str(kb_copy / "kb")
+    with open_kb(kb_copy / "kb", packaged) as kb:
+        doc = doc_of(kb, "tile", "hole", "documents")
+    moved = runner.invoke(
+        cli_app, ["relabel", "--doc", doc, "--category", "Plate", "--defect-type", "pit", "--kb", kb_dir, "--json"]
+    )
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.output)["labels"] == {"category": "plate", "defect_type": "pit"}
+    listed = json.loads(runner.invoke(cli_app, ["docs", "--category", "plate", "--kb", kb_dir, "--json"]).output)
+    assert [(d["doc_id"], d["defect_type"]) for d in listed["documents"]] == [(doc, "pit")]
+    everything = runner.invoke(cli_app, ["relabel", "--in-category", "plate", "--domain", "medical", "--kb", kb_dir])
+    assert everything.exit_code == 0 and "1 document(s)" in everything.output

@@ -129,6 +129,7 @@ def run(n: int, work: Path, ident: EncoderIdentity, args: argparse.Namespace) ->
         before = kb.store.count()
         _ = kb.banks  # the encoder loads and ingest (pymupdf) is imported before the clock starts
         import ingest.edit  # noqa: F401
+
         start = time.perf_counter()
         removed = kb.remove(victim)  # the whole path: selection, markers, locks, region locks
         result["remove_doc_s"] = time.perf_counter() - start

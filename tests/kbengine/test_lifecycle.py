@@ -454,3 +454,24 @@ def test_the_facade_methods(kb_copy, tmp_path, make_kb):
         kb.migrate()
     assert kb.gc(dry_run=True).dry_run
     _same_answers(_answers(make_kb(tmp_path / "copy")), _answers(kb))
+
+
+def test_migrate_to_a_real_server_and_back(kb_copy, tmp_path, make_kb):
+    """The same round trip against a running Qdrant server (``KBENGINE_QDRANT_URL``)."""
+    url = os.environ.get("KBENGINE_QDRANT_URL")
+    if not url:
+        pytest.skip("set KBENGINE_QDRANT_URL to a running Qdrant server to migrate to a real one")
+    laptop = make_kb(kb_copy)
+    collection = f"kbtest-{uuid.uuid4().hex[:12]}"
+    server = make_kb(qdrant_url=url, collection=collection, blob_dir=tmp_path / "shared-blobs", exact_search=True)
+    try:
+        up = migrate(laptop, server, batch=16, verify=True)
+        assert up.verification is not None and up.verification.ok, up.verification
+        back = make_kb(tmp_path / "copy")
+        down = migrate(server, back, batch=16, verify=True)
+        assert down.verification is not None and down.verification.ok, down.verification
+        _same_answers(_answers(back), _answers(laptop))
+    finally:
+        from qdrant_client import QdrantClient
+
+        QdrantClient(url=url, api_key=os.environ.get("KBENGINE_QDRANT_API_KEY")).delete_collection(collection)

@@ -159,6 +159,25 @@
     const key = apiKey();
     $("key-summary").textContent = key ? "API key ✓" : "API key";
     $("api-key").value = key;
+    checkScope();
+  }
+
+  // A read-only key cannot ingest: say so on the Ingest tab instead of failing with 403 later.
+  async function checkScope() {
+    const submit = $("ingest-submit");
+    const note = $("ingest-scope");
+    try {
+      const who = await apiJson("v1/whoami");
+      const canWrite = !who.keys || who.scope === "write";
+      submit.disabled = !canWrite;
+      note.hidden = canWrite;
+      note.textContent = who.scope === "read"
+        ? "This API key is read-only: ingesting needs a key with the write scope."
+        : "Ingesting needs an API key with the write scope (set it with the API key button).";
+    } catch {
+      submit.disabled = false;
+      note.hidden = true;
+    }
   }
 
   function setupKey() {

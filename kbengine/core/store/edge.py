@@ -80,7 +80,13 @@ class EdgeStore(QdrantBackend):
             return
         qdrant = self.qdrant
         sizes, meta = self.collection_plan(identity, region_dim)
-        vectors = {name: qdrant.EdgeVectorParams(size=size, distance=qdrant.Distance.Cosine) for name, size in sizes}
+        # vectors memory-mapped from disk, not read in at open (benchmarks/seek.py at 100k 1280-d
+        # locks: 0.79 GB resident after opening instead of 1.75 GB, peak 2.1 GB instead of 2.6 GB,
+        # the same search latency once the pages are cached)
+        vectors = {
+            name: qdrant.EdgeVectorParams(size=size, distance=qdrant.Distance.Cosine, on_disk=True)
+            for name, size in sizes
+        }
         self.shard = qdrant.EdgeShard.create(str(self.path), qdrant.EdgeConfig(vectors=vectors))
         for field in self.INDEXED_FIELDS:
             self.shard.update(qdrant.UpdateOperation.create_field_index(field, qdrant.PayloadSchemaType.Keyword))

@@ -29,12 +29,16 @@ import numpy as np
 
 from kbengine.core.datasets import DatasetImage, mvtec_images, source_key
 from kbengine.core.errors import InvalidInputError
+from kbengine.core.query import query_batches
+from kbengine.core.schemas import FileFailure
 from kbengine.core.settings import Settings
 from kbengine.evaluation.progress import Progress
 from kbengine.evaluation.reports import KeyScore, SeekEvalQuery, SeekEvalReport, SeekEvalRow
 from kbengine.facade import KnowledgeBase
 
 KEYS = ("auto", "global", "region")
+BATCH = 8
+"""Query photos encoded in one pass (as ``kb.seek_many`` does)."""
 
 
 def seek_queries(dataset: Path, categories: list[str] | None = None, limit: int | None = None) -> list[DatasetImage]:
@@ -141,12 +145,15 @@ def run_queries(
     progress: Progress | None,
     focus: bool | None = None,
 ) -> list[SeekEvalQuery]:
-    """Each query sought with every key against ``kb``, leaving its own image out."""
+    """Each query sought with every key against ``kb``, leaving its own image out; the photos are
+    encoded ``BATCH`` at a time (``query_batches``), each pass shared by the keys."""
     records = []
-    for done, image in enumerate(queries):
+    encoded = query_batches((image.path for image in queries), kb.query, BATCH)
+    for done, (image, query) in enumerate(zip(queries, encoded, strict=True)):
         if progress:
             progress(done, len(queries), str(image.path))
-        query = kb.query(image.path)
+        if isinstance(query, FileFailure):
+            raise InvalidInputError(f"{query.path}: {query.reason}")
         retrieved: dict[str, list[str]] = {}
         predicted: dict[str, str | None] = {}
         for key in KEYS:

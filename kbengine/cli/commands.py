@@ -22,7 +22,7 @@ from kbengine.cli.rendering import (
     progress_bar,
     show,
 )
-from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
+from kbengine.core.errors import InvalidInputError
 
 
 @app.command()
@@ -86,10 +86,7 @@ def info(
 ) -> None:
     """What the knowledge base holds: documents and locks per category and defect type."""
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    if not settings.qdrant_url and not (settings.kb / "qdrant").exists():
-        raise EmptyKnowledgeBaseError(
-            f"no knowledge base at {settings.kb}; create one with: kbengine ingest PATH --kb {settings.kb}"
-        )
+    options.require_kb(settings)
     with options.open_kb(settings) as kb:
         result = kb.info()
     show(result, as_json, print_info)
@@ -297,10 +294,7 @@ def verify(
     from kbengine.cli.rendering import print_verify
 
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    if not settings.qdrant_url and not (settings.kb / "qdrant").exists():
-        raise EmptyKnowledgeBaseError(
-            f"no knowledge base at {settings.kb}; create one with: kbengine ingest PATH --kb {settings.kb}"
-        )
+    options.require_kb(settings)
     with options.open_kb(settings) as kb:
         report = kb.verify(repair=repair)
     show(report, as_json, print_verify)

@@ -11,9 +11,7 @@ from rich.table import Table
 from kbengine.cli import options
 from kbengine.cli.app import app
 from kbengine.cli.rendering import err, out, show
-from kbengine.core.errors import EmptyKnowledgeBaseError
 from kbengine.core.schemas import DocumentList, EditReport
-from kbengine.core.settings import Settings
 
 DocOption = Annotated[list[str] | None, typer.Option("--doc", help="A document id (repeatable; see kbengine docs).")]
 SourceOption = Annotated[
@@ -21,13 +19,6 @@ SourceOption = Annotated[
 ]
 CategoryOption = Annotated[str | None, typer.Option("--category", help="Only documents of this category.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]
-
-
-def _existing(settings: Settings) -> None:
-    if not settings.qdrant_url and not (settings.kb / "qdrant").exists():
-        raise EmptyKnowledgeBaseError(
-            f"no knowledge base at {settings.kb}; create one with: kbengine ingest PATH --kb {settings.kb}"
-        )
 
 
 @app.command()
@@ -45,7 +36,7 @@ def docs(
 ) -> None:
     """List the knowledge documents: id, category, defect type, title, locks per kind, source."""
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    _existing(settings)
+    options.require_kb(settings)
     with options.open_kb(settings, lazy_encoder=True) as kb:
         listing = kb.documents(
             category=category,
@@ -85,7 +76,7 @@ def remove(
     """Remove documents (by --doc, --source or --category) with every lock they have; a source left
     empty can be ingested again later."""
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    _existing(settings)
+    options.require_kb(settings)
     with options.open_kb(settings) as kb:
         report = kb.remove(doc, source=source, category=category, dry_run=dry_run)
     show(report, as_json, print_edit)
@@ -110,7 +101,7 @@ def relabel(
     """Fix the labels of documents (chosen by --doc, --source or --in-category): the new --defect-type,
     --category and/or --domain on every lock; region locks and type centroids follow."""
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    _existing(settings)
+    options.require_kb(settings)
     with options.open_kb(settings) as kb:
         report = kb.relabel(
             doc,

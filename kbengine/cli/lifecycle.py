@@ -11,8 +11,7 @@ import typer
 from kbengine.cli import options
 from kbengine.cli.app import app
 from kbengine.cli.rendering import err, out, progress_bar, show
-from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
-from kbengine.core.settings import Settings
+from kbengine.core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from kbengine.lifecycle import GcReport, MigrateReport, RestoreReport, SnapshotReport
@@ -23,13 +22,6 @@ snapshot_app = typer.Typer(
 app.add_typer(snapshot_app, name="snapshot")
 
 SHOWN = 5
-
-
-def _require_kb(settings: Settings) -> None:
-    if not settings.qdrant_url and not (settings.kb / "qdrant").exists():
-        raise EmptyKnowledgeBaseError(
-            f"no knowledge base at {settings.kb}; create one with: kbengine ingest PATH --kb {settings.kb}"
-        )
 
 
 def _size(n: int) -> str:
@@ -143,7 +135,7 @@ def snapshot_create(
     from kbengine.lifecycle import create_snapshot
 
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    _require_kb(settings)
+    options.require_kb(settings)
     with options.open_kb(settings) as kb:
         report = create_snapshot(kb, file, force=force)
     show(report, as_json, print_snapshot)
@@ -212,7 +204,7 @@ def migrate(
         if to_kb is not None:
             raise InvalidInputError("--to-kb goes with --from-url; with --to-url the source is --kb DIR")
         source, target = base.model_copy(update=embedded), base.model_copy(update=server)
-        _require_kb(source)
+        options.require_kb(source)
     else:
         if to_kb is None:
             raise InvalidInputError("--from-url needs --to-kb DIR: the embedded knowledge base to copy into")
@@ -252,7 +244,7 @@ def gc(
     from kbengine.lifecycle import collect_garbage
 
     settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    _require_kb(settings)
+    options.require_kb(settings)
     with options.open_kb(settings) as kb:
         report = collect_garbage(kb, dry_run=dry_run, min_age=min_age)
     show(report, as_json, print_gc)

@@ -59,6 +59,16 @@ def settings_for(
     return Settings(**{name: value for name, value in given.items() if value is not None})
 
 
+def require_kb(settings: Settings) -> None:
+    """Refuse, with how to make one, a command that reads a knowledge base that does not exist."""
+    from kbengine.core.errors import EmptyKnowledgeBaseError
+
+    if not settings.qdrant_url and not (settings.kb / "qdrant").exists():
+        raise EmptyKnowledgeBaseError(
+            f"no knowledge base at {settings.kb}; create one with: kbengine ingest PATH --kb {settings.kb}"
+        )
+
+
 def open_kb(settings: Settings, *, lazy_encoder: bool = False) -> KnowledgeBase:
     from kbengine.facade import KnowledgeBase
 

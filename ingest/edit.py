@@ -17,10 +17,10 @@ from __future__ import annotations
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 
 from ingest.regions import update_regions
 from kbengine.core.banks.references import ReferenceBanks
+from kbengine.core.datasets import under
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.schemas import SOURCE_KIND, EditedDocument, EditReport, SourceMarker
 from kbengine.core.store import Store, StorePoint, Where
@@ -29,42 +29,32 @@ from kbengine.core.vocabulary import check_domain, normalise_name
 SELECT_FIELDS = ("doc_id", "source", "doc_source", "kind", "category", "defect_type", "domain", "title")
 
 
-def _under(path: str, prefix: str) -> bool:
-    prefix = prefix.rstrip("/")
-    return path == prefix or path.startswith(prefix + "/")
-
-
 def select(
     store: Store, *, doc_ids: Sequence[str] = (), source: str | None = None, category: str | None = None
-) -> dict[str, dict[str, object]]:
-    """The documents chosen (doc id -> its labels, title and sources): ``doc_ids``, every document
-    with a lock from ``source`` (a file, or a folder its files lie in; as given or made absolute),
-    every document of ``category``. At least one selector is needed."""
+) -> dict[str, EditedDocument]:
+    """The documents chosen, with their labels and source files: ``doc_ids``, every document with
+    a lock from ``source`` (a file, or a folder its files lie in), every document of ``category``.
+    At least one selector is needed."""
     if not doc_ids and not source and not category:
         raise InvalidInputError("say what to change: a document id, a source (file or folder) or a category")
     where = Where.of(doc_id=tuple(doc_ids) or None, category=normalise_name(category) if category else None)
-    prefixes = [source, str(Path(source).absolute())] if source else []
-    chosen: dict[str, dict[str, object]] = {}
+    chosen: dict[str, EditedDocument] = {}
     for hit in store.scroll(where, fields=SELECT_FIELDS):
         payload = hit.payload
-        if prefixes and not any(
-            _under(str(payload.get(field, "")), prefix) for prefix in prefixes for field in ("source", "doc_source")
-        ):
+        unit, folder = str(payload.get("source", "")), str(payload.get("doc_source", ""))
+        if source and not (under(unit, source) or under(folder, source)):
             continue
-        entry = chosen.setdefault(
-            str(payload["doc_id"]),
-            {
-                "doc_id": payload["doc_id"],
-                "title": payload.get("title", ""),
-                "domain": payload.get("domain"),
-                "category": payload.get("category"),
-                "defect_type": payload.get("defect_type"),
-                "sources": set(),
-            },
-        )
-        sources = entry["sources"]
-        assert isinstance(sources, set)
-        sources.add(str(payload.get("source", "")))
+        doc_id = str(payload["doc_id"])
+        if doc_id not in chosen:
+            chosen[doc_id] = EditedDocument(
+                doc_id=doc_id,
+                title=str(payload.get("title", "")),
+                domain=str(payload.get("domain")),
+                category=str(payload.get("category")),
+                defect_type=str(payload.get("defect_type")),
+            )
+        if unit not in chosen[doc_id].sources:
+            chosen[doc_id].sources.append(unit)
     return chosen
 
 
@@ -94,7 +84,7 @@ def remove(
     ids = tuple(chosen)
     gone = Where.of(doc_id=ids)
     report.locks = store.count(gone)
-    sources = {s for entry in chosen.values() for s in entry["sources"]}  # type: ignore[attr-defined]
+    sources = {unit for doc in chosen.values() for unit in doc.sources}
     removed_per_source: Counter[tuple[str, str]] = Counter()
     for hit in store.scroll(gone.excluding(kind="region"), fields=("source", "source_sha")):
         removed_per_source[(str(hit.payload.get("source")), str(hit.payload.get("source_sha")))] += 1
@@ -161,7 +151,7 @@ def relabel(
     if dry_run:
         return report
     revision = uuid.uuid4().hex  # markers first: a run killed after them leaves derived data recomputed
-    sources = {s for entry in chosen.values() for s in entry["sources"]}  # type: ignore[attr-defined]
+    sources = {unit for doc in chosen.values() for unit in doc.sources}
     store.upsert(
         [
             StorePoint(id=marker_id, vectors={}, payload=marker.model_copy(update={"revision": revision}).model_dump())
@@ -190,16 +180,7 @@ def _relabelled_labels(store: Store, doc_id: str, values: dict[str, object]) -> 
     return None
 
 
-def _summaries(chosen: dict[str, dict[str, object]]) -> list[EditedDocument]:
-    documents = [
-        EditedDocument(
-            doc_id=str(entry["doc_id"]),
-            title=str(entry["title"]),
-            domain=str(entry["domain"]),
-            category=str(entry["category"]),
-            defect_type=str(entry["defect_type"]),
-            sources=sorted(entry["sources"]),  # type: ignore[call-overload]
-        )
-        for entry in chosen.values()
-    ]
-    return sorted(documents, key=lambda d: (d.category, d.defect_type, d.title, d.doc_id))
+def _summaries(chosen: dict[str, EditedDocument]) -> list[EditedDocument]:
+    for doc in chosen.values():
+        doc.sources.sort()
+    return sorted(chosen.values(), key=lambda d: (d.category, d.defect_type, d.title, d.doc_id))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kbengine.core.blobs import BlobStore
 from kbengine.core.cache import cache_folder
+from kbengine.core.datasets import under
 from kbengine.core.encoders import Encoder, EncoderIdentity, get_encoder
 from kbengine.core.errors import InvalidInputError, KBEngineError
 from kbengine.core.images import ImageInput
@@ -402,7 +403,7 @@ class KnowledgeBase:
             payload = hit.payload
             label = LockLabel.read(payload)
             doc_source = str(payload.get("doc_source", ""))
-            if source and not _under(doc_source, source):
+            if source and not under(doc_source, source):
                 continue
             doc = found.get(label.doc_id)
             if doc is None:
@@ -560,14 +561,6 @@ class KnowledgeBase:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _under(path: str, source: str) -> bool:
-    """``path`` is ``source`` or lies in the folder ``source`` (as written, or resolved)."""
-    for a, b in ((path, source), (path, str(Path(source).resolve()))):
-        if a == b or a.startswith(b.rstrip("/") + "/"):
-            return True
-    return False
 
 
 __all__ = ["KBEngineError", "KnowledgeBase"]

@@ -18,6 +18,15 @@ def source_key(path: Path) -> str:
     return str(path.absolute())
 
 
+def under(path: str, source: str) -> bool:
+    """``path`` (a stored ``source`` key) is the file ``source`` or lies in the folder ``source``,
+    ``source`` taken as written or made absolute (stored keys are absolute)."""
+    for prefix in {source.rstrip("/"), str(Path(source).absolute()).rstrip("/")}:
+        if path == prefix or path.startswith(prefix + "/"):
+            return True
+    return False
+
+
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 

@@ -85,9 +85,7 @@ def info(
     as_json: options.Json = False,
 ) -> None:
     """What the knowledge base holds: documents and locks per category and defect type."""
-    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    options.require_kb(settings)
-    with options.open_kb(settings) as kb:
+    with options.existing_kb(kb_dir, url, collection) as kb:
         result = kb.info()
     show(result, as_json, print_info)
 
@@ -293,9 +291,7 @@ def verify(
     their checksums. Exit code 0 when nothing is damaged, 1 when something is."""
     from kbengine.cli.rendering import print_verify
 
-    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    options.require_kb(settings)
-    with options.open_kb(settings) as kb:
+    with options.existing_kb(kb_dir, url, collection) as kb:
         report = kb.verify(repair=repair)
     show(report, as_json, print_verify)
     raise typer.Exit(0 if report.ok else 1)

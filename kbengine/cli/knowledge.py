@@ -35,9 +35,7 @@ def docs(
     as_json: options.Json = False,
 ) -> None:
     """List the knowledge documents: id, category, defect type, title, locks per kind, source."""
-    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    options.require_kb(settings)
-    with options.open_kb(settings, lazy_encoder=True) as kb:
+    with options.existing_kb(kb_dir, url, collection, lazy_encoder=True) as kb:
         listing = kb.documents(
             category=category,
             defect_type=defect_type,
@@ -75,9 +73,7 @@ def remove(
 ) -> None:
     """Remove documents (by --doc, --source or --category) with every lock they have; a source left
     empty can be ingested again later."""
-    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    options.require_kb(settings)
-    with options.open_kb(settings) as kb:
+    with options.existing_kb(kb_dir, url, collection) as kb:
         report = kb.remove(doc, source=source, category=category, dry_run=dry_run)
     show(report, as_json, print_edit)
 
@@ -100,9 +96,7 @@ def relabel(
 ) -> None:
     """Fix the labels of documents (chosen by --doc, --source or --in-category): the new --defect-type,
     --category and/or --domain on every lock; region locks and type centroids follow."""
-    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    options.require_kb(settings)
-    with options.open_kb(settings) as kb:
+    with options.existing_kb(kb_dir, url, collection) as kb:
         report = kb.relabel(
             doc,
             source=source,

@@ -134,9 +134,7 @@ def snapshot_create(
     The file holds every point, the blobs its locks name and a manifest with the sha256 of each member."""
     from kbengine.lifecycle import create_snapshot
 
-    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    options.require_kb(settings)
-    with options.open_kb(settings) as kb:
+    with options.existing_kb(kb_dir, url, collection) as kb:
         report = create_snapshot(kb, file, force=force)
     show(report, as_json, print_snapshot)
 
@@ -243,8 +241,6 @@ def gc(
     """Remove the blobs no lock references and the cache entries nothing uses (never a referenced blob)."""
     from kbengine.lifecycle import collect_garbage
 
-    settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
-    options.require_kb(settings)
-    with options.open_kb(settings) as kb:
+    with options.existing_kb(kb_dir, url, collection) as kb:
         report = collect_garbage(kb, dry_run=dry_run, min_age=min_age)
     show(report, as_json, print_gc)

@@ -69,6 +69,16 @@ def require_kb(settings: Settings) -> None:
         )
 
 
+def existing_kb(
+    kb_dir: Path | None, url: str | None, collection: str | None, *, lazy_encoder: bool = False
+) -> KnowledgeBase:
+    """Open the knowledge base the store options name, refusing one that does not exist yet: what
+    every command that only reads or edits a knowledge base starts with."""
+    settings = settings_for(kb_dir=kb_dir, url=url, collection=collection)
+    require_kb(settings)
+    return open_kb(settings, lazy_encoder=lazy_encoder)
+
+
 def open_kb(settings: Settings, *, lazy_encoder: bool = False) -> KnowledgeBase:
     from kbengine.facade import KnowledgeBase
 

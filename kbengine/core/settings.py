@@ -75,7 +75,12 @@ class Settings(BaseSettings):
     follow_symlinks: bool = Field(
         False, description="Ingest files that symlinks inside an ingested folder point to outside it."
     )
-    detect_max_references: int = Field(32, ge=1, description="Normal references per category in a memory bank.")
+    detect_max_references: int = Field(
+        256,
+        ge=1,
+        description="Normal references per category in a memory bank (more cover more of the normal variation; "
+        "the bank stays at most 32768 patches whatever the count).",
+    )
     detect_map_form: str = Field(
         "ratio", pattern="^(ratio|softmax)$", description="Zero-shot map: eq. 2's ratio or the softmax form."
     )

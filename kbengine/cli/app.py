@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Annotated, Any
 
@@ -24,6 +26,12 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")
     """kbengine's commands; ``--debug`` is read by :func:`run`."""
 
 
+QUICK_EXIT = frozenset({"seek", "detect", "ask", "info", "docs"})
+"""Commands that only read: once one has finished (its knowledge base closed, its output
+written), the console entry ends the process at once instead of finalising torch, scikit-learn
+and SciPy module by module, which took 0.6 s of a 3.2 s cold ``kbengine seek``."""
+
+
 def run(argv: list[str] | None = None) -> Any:
     """Console entry point: our errors become one line on stderr and exit code 2 (a traceback
     with ``--debug``)."""
@@ -31,8 +39,21 @@ def run(argv: list[str] | None = None) -> Any:
     command = next((i for i, arg in enumerate(args) if not arg.startswith("-")), len(args))
     try:
         return app(args=args, prog_name="kbengine")
+    except SystemExit as done:
+        if argv is None and command < len(args) and args[command] in QUICK_EXIT and done.code in (0, None):
+            quick_exit()
+        raise
     except KBEngineError as e:
         if "--debug" in args[:command]:  # an option of kbengine itself, before the command
             raise
         err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
+
+
+def quick_exit() -> None:
+    """End a finished read-only command's process now (exit code 0): its output is flushed, and
+    nothing it wrote waits in a Python buffer."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(0)

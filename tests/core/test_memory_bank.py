@@ -1,11 +1,15 @@
-"""The memory bank's building blocks: features assembled batch by batch, a bounded coreset."""
+"""The memory bank's building blocks: features assembled batch by batch, a bounded coreset, the
+smoothing of a patch grid."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 
 from kbengine.core.banks.memory_bank import POOL_FACTOR, coreset, embed_patches, reference_layers
+from kbengine.core.banks.scoring import smooth_grid
 
 
 def photos(count: int) -> list[Image.Image]:
@@ -35,3 +39,9 @@ def test_the_coreset_draws_from_a_bounded_pool_and_still_covers_every_cluster():
     np.testing.assert_array_equal(chosen, coreset(points, 100))  # seeded: the same bank every build
     assert len(points) > POOL_FACTOR * 100  # the pool path was taken
     assert len({int(np.argmin(((clusters - points[i]) ** 2).sum(1))) for i in chosen}) == 12
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (56, 40), (3, 5), (1, 1)])
+def test_the_grid_is_smoothed_as_scipy_smooths_it(shape):
+    grid = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    np.testing.assert_allclose(smooth_grid(grid), gaussian_filter(grid, 1.0, mode="nearest"), atol=1e-6)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 TOP_FRACTION = 0.01
 
 
+KERNEL = np.exp(-0.5 * np.arange(-4, 5) ** 2)
+KERNEL /= KERNEL.sum()
+"""A Gaussian of sigma 1 truncated at 4 sigma, as SciPy's ``gaussian_filter`` draws it."""
+
+
 def smooth_grid(grid: np.ndarray) -> np.ndarray:
-    """The patch grid smoothed over one patch (sigma 1), before the image score is read off it."""
-    return gaussian_filter(grid.astype(np.float32), sigma=1.0, mode="nearest")
+    """The patch grid smoothed over one patch (sigma 1, edges repeated), before the image score is
+    read off it: ``scipy.ndimage.gaussian_filter(grid, 1, mode="nearest")`` in two 1-d passes of
+    NumPy, so a seek does not import ``scipy.ndimage`` (0.14 s of a cold start)."""
+    out = grid.astype(np.float64)
+    for axis in (0, 1):
+        padded = np.pad(out, [(4, 4) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, len(KERNEL), axis=axis)
+        out = windows @ KERNEL
+    return out.astype(np.float32)
 
 
 def image_score(grid: np.ndarray) -> float:

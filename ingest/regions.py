@@ -64,6 +64,8 @@ def update_regions(store: Store, banks: ReferenceBanks, progress: Progress | Non
         current = Where.of(category=category, kind="region", bank=fingerprint)
         done = {RegionLabel.read(h.payload).region_of for h in store.scroll(current, fields=RegionLabel.fields())}
         todo = [(lock_id, lock) for lock_id, lock in examples if lock_id not in done]
+        if todo and progress:
+            progress(0, len(todo), f"memory bank of {category} ({len(references)} normal references)")
         try:
             bank = banks.get(category, references) if todo else None  # built only when something is missing
         except KBEngineError as e:

@@ -3,8 +3,10 @@ writes the store, so its edits live here too).
 
 Both select documents (by id, by source file or folder, by category), change every lock of
 them (region locks included), bring the source markers in line, and refresh what derives from
-the labels: region locks (``update_regions``, by bank fingerprint) here; type centroids and
-memory banks notice by their fingerprints when next read.
+the labels: region locks (``update_regions``, by bank fingerprint, only of the categories the
+edit touches: one document out of 100k example photos in ten categories took 5 s when every
+category was checked) here; type centroids and memory banks notice by their fingerprints when
+next read.
 
 Crash safety: the markers are written first, from counts of what will remain, then the locks
 change, then the region locks. Each step is idempotent and the selection is read again on a
@@ -109,7 +111,7 @@ def remove(
     if updates:
         store.upsert(updates)
     store.delete(gone)
-    regions = update_regions(store, banks)
+    regions = update_regions(store, banks, categories={doc.category for doc in chosen.values()})
     report.regions_added, report.regions_removed = regions.added, regions.removed
     store.finish_writes()
     return report
@@ -163,7 +165,8 @@ def relabel(
     for doc_id in chosen:
         labels = _relabelled_labels(store, doc_id, values)
         store.set_payload(Where.of(doc_id=doc_id), {**values, **({"labels": labels} if labels is not None else {})})
-    regions = update_regions(store, banks)
+    touched = {doc.category for doc in chosen.values()} | ({str(values["category"])} if "category" in values else set())
+    regions = update_regions(store, banks, categories=touched)
     report.regions_added, report.regions_removed = regions.added, regions.removed
     store.finish_writes()
     return report

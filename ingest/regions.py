@@ -14,7 +14,7 @@ calls it after every run.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from ingest.units import NAMESPACE
@@ -46,13 +46,20 @@ def region_id(example_id: str, fingerprint: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"region:{example_id}:{fingerprint}"))
 
 
-def update_regions(store: Store, banks: ReferenceBanks, progress: Progress | None = None) -> RegionUpdate:
-    """Bring every category's region locks up to date with its normal references."""
+def update_regions(
+    store: Store,
+    banks: ReferenceBanks,
+    progress: Progress | None = None,
+    categories: Collection[str] | None = None,
+) -> RegionUpdate:
+    """Bring every category's region locks (or only those of ``categories``) up to date with its
+    normal references."""
     update = RegionUpdate()
     meta = store.read_meta()
     if meta is None or not meta.region_dim:
         return update
-    for category, has_references in banks.categories().items():
+    chosen = banks.categories() if categories is None else dict.fromkeys(sorted(categories), True)
+    for category, has_references in chosen.items():
         references = banks.references(category) if has_references else []
         examples = _examples(store, category)
         if not references:

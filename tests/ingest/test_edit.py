@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from ingest import regions
 from kbengine import synth
 from kbengine.cli import app as cli_app
 from kbengine.core.encoders.base import Encoder
@@ -72,6 +73,24 @@ def test_remove_a_document_then_seek_never_returns_it(kb_copy, packaged):
         assert kb.store.count(Where.of(doc_id=doc)) == 0
         for strategy in ("kde", "topk", "mmr"):
             assert doc not in {h.doc_id for h in kb.seek(query, k=20, strategy=strategy).hits}
+        assert kb.verify().ok
+
+
+def test_an_edit_checks_the_region_locks_of_the_categories_it_touches_only(kb_copy, packaged, monkeypatch):
+    looked: list[str] = []
+    real = regions._examples
+
+    def examples(store, category):
+        looked.append(category)
+        return real(store, category)
+
+    monkeypatch.setattr(regions, "_examples", examples)
+    with open_kb(kb_copy / "kb", packaged) as kb:
+        kb.remove(doc_of(kb, "disc", "scratch", "documents"))
+        assert looked == ["disc"]
+        looked.clear()
+        kb.relabel(doc_of(kb, "disc", "missing", "documents"), category="tile")
+        assert sorted(looked) == ["disc", "tile"]
         assert kb.verify().ok
 
 

@@ -550,7 +550,7 @@ class KnowledgeBase:
         processes that only read (seek, detect, serve) load them instead of scrolling every
         vector in the store. The scroll maps the vector files a second time beside the search's
         own mapping (a first seek at 100k locks peaked at 1.9 GiB, one that found the cache at
-        1.4 GiB), and it is slow: 12-16 s at 100k example photos, which an ingest, already the
+        1.4 GiB), and it is slow: 7-14 s at 100k example photos, which an ingest, already the
         slow side, now pays instead of the next seek. Remove and relabel only invalidate (one
         document out of 100k stays a 40 ms edit); the next reader rebuilds the cache."""
         types = self.types

@@ -16,7 +16,8 @@ ingest changes a source. (In server mode another process's ingest is seen after 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,22 +82,35 @@ def source_fingerprint(store: Store) -> str:
     return hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def compute_centroids(store: Store) -> TypeCentroids:
-    """Stream the defect examples' image vectors out of the store into per-type sums."""
+def _page_sums(
+    store: Store, vector: str, where: Where, kind_of: Callable[[LockLabel], bool] | None = None
+) -> tuple[dict[TypeKey, np.ndarray], dict[TypeKey, int], dict[TypeKey, np.ndarray], dict[TypeKey, int]]:
+    """Per type key, the sum and count of the normalised ``vector`` of the matching locks (a page
+    at a time: one matrix per page), split in two by ``kind_of`` (True: the second pair)."""
     sums: dict[TypeKey, np.ndarray] = {}
     counts: dict[TypeKey, int] = {}
-    page_sums: dict[TypeKey, np.ndarray] = {}
-    page_counts: dict[TypeKey, int] = {}
+    other_sums: dict[TypeKey, np.ndarray] = {}
+    other_counts: dict[TypeKey, int] = {}
+    for payloads, matrix in store.scroll_vectors(vector, where, fields=LockLabel.fields()):
+        valid = np.all(np.isfinite(matrix), axis=1) & np.any(matrix != 0, axis=1)
+        unit = l2_normalise(np.where(valid[:, None], matrix, 0.0)).astype(np.float64)
+        groups: dict[tuple[bool, TypeKey], list[int]] = defaultdict(list)
+        for row, payload in enumerate(payloads):
+            if valid[row]:
+                label = LockLabel.read(payload)
+                groups[(kind_of(label) if kind_of else False, label.type_key)].append(row)
+        for (second, key), rows in groups.items():
+            target, tally = (other_sums, other_counts) if second else (sums, counts)
+            total = unit[rows].sum(axis=0)
+            target[key] = target[key] + total if key in target else total
+            tally[key] = tally.get(key, 0) + len(rows)
+    return sums, counts, other_sums, other_counts
+
+
+def compute_centroids(store: Store) -> TypeCentroids:
+    """Stream the defect examples' image vectors out of the store into per-type sums."""
     where = Where.of(kind=(*EXAMPLE_KINDS, *FALLBACK_KINDS)).excluding(defect_type=(NORMAL_TYPE, UNSPECIFIED_TYPE))
-    for hit in store.scroll(where, fields=LockLabel.fields(), vector="image"):
-        if hit.vector is None or not np.all(np.isfinite(hit.vector)) or not np.any(hit.vector):
-            continue
-        label = LockLabel.read(hit.payload)
-        key = label.type_key
-        target, tally = (page_sums, page_counts) if label.kind in FALLBACK_KINDS else (sums, counts)
-        vector = l2_normalise(hit.vector[None])[0].astype(np.float64)
-        target[key] = target[key] + vector if key in target else vector
-        tally[key] = tally.get(key, 0) + 1
+    sums, counts, page_sums, page_counts = _page_sums(store, "image", where, lambda label: label.kind in FALLBACK_KINDS)
     fallback = set()
     for key in page_sums:
         if key not in sums:
@@ -116,18 +130,10 @@ def compute_centroids(store: Store) -> TypeCentroids:
 def compute_region_centroids(store: Store, category: str, bank: str) -> TypeCentroids:
     """Per type of ``category``, the sum of its defect examples' region vectors computed with the
     bank ``bank`` (``ingest.regions``; locks of another bank are not comparable)."""
-    sums: dict[TypeKey, np.ndarray] = {}
-    counts: dict[TypeKey, int] = {}
     where = Where.of(kind=REGION_KINDS, category=category, bank=bank).excluding(
         defect_type=(NORMAL_TYPE, UNSPECIFIED_TYPE)
     )
-    for hit in store.scroll(where, fields=LockLabel.fields(), vector="region"):
-        if hit.vector is None or not np.all(np.isfinite(hit.vector)) or not np.any(hit.vector):
-            continue
-        key = LockLabel.read(hit.payload).type_key
-        vector = l2_normalise(hit.vector[None])[0].astype(np.float64)
-        sums[key] = sums[key] + vector if key in sums else vector
-        counts[key] = counts.get(key, 0) + 1
+    sums, counts, _, _ = _page_sums(store, "region", where)
     keys = sorted(sums)
     if not keys:
         return TypeCentroids([], np.zeros((0, 0)), np.zeros(0, np.int64))

@@ -69,6 +69,15 @@ def test_store_roundtrip(tmp_path, backend):
         store.delete(Where(must={"source": "s0"}, must_not={"category": "a"}))
         assert store.count() == 50 - 9
         assert len(list(store.scroll(fields=["i"]))) == 41
+        one_by_one = {h.payload["i"]: h.vector for h in store.scroll(Where.of(category="a"), ["i"], vector="image")}
+        pages = list(store.scroll_vectors("image", Where.of(category="a"), fields=["i"]))
+        assert sum(len(payloads) for payloads, _ in pages) == len(one_by_one) > 0
+        for payloads, matrix in pages:
+            assert matrix.dtype == np.float32 and matrix.shape == (len(payloads), 8)
+            for payload, row in zip(payloads, matrix, strict=True):
+                assert set(payload) == {"i"}
+                np.testing.assert_array_equal(row, one_by_one[payload["i"]])
+        assert list(store.scroll_vectors("text")) == []  # no point has a text vector
         assert store.read_identity() == IDENTITY  # metadata survives deletes
     finally:
         store.close()

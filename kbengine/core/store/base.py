@@ -71,6 +71,14 @@ class Store(Protocol):
         one, that vector (points without it are left out); score is 0."""
         ...
 
+    def scroll_vectors(
+        self, vector: str, where: Where | None = None, fields: Sequence[str] | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], np.ndarray]]:
+        """``scroll`` a page at a time for bulk reads of one named vector: the payloads of the
+        page's points that have ``vector`` and their (n, d) float32 vectors as one matrix (no
+        per-point objects: at 100k locks this is what keeps a full read of the vectors short)."""
+        ...
+
     def search(
         self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None, with_vector: bool = False
     ) -> list[Hit]:
@@ -262,6 +270,27 @@ class QdrantBackend(ABC):
         flt = self.filters.build(locks_only(where))
         wanted = list(fields) if fields else None
         yield from paged_hits(lambda offset: self._page(flt, offset, wanted, vector), vector)
+
+    def scroll_vectors(
+        self, vector: str, where: Where | None = None, fields: Sequence[str] | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], np.ndarray]]:
+        if not self.exists:
+            return
+        flt = self.filters.build(locks_only(where))
+        wanted = list(fields) if fields else None
+        offset = None
+        while True:
+            records, offset = self._page(flt, offset, wanted, vector)
+            payloads, rows = [], []
+            for r in records:
+                raw = r.vector
+                if isinstance(raw, dict) and raw.get(vector) is not None:
+                    payloads.append(dict(r.payload or {}))
+                    rows.append(raw[vector])
+            if rows:
+                yield payloads, np.asarray(rows, np.float32)
+            if offset is None:
+                return
 
     def search(
         self, vector_name: str, vector: np.ndarray, limit: int, where: Where | None = None, with_vector: bool = False

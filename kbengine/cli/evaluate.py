@@ -77,6 +77,13 @@ def eval_zsad_command(
     shots: Annotated[
         int, typer.Option(min=0, help="Normal references per category from train/good (0 = zero-shot).")
     ] = 16,
+    pick: Annotated[
+        str,
+        typer.Option(
+            help="first: the first N train/good images (the usual protocol); diverse: the medoids of N clusters "
+            "of all of them (by global embedding), as a knowledge base picks past its reference cap."
+        ),
+    ] = "first",
     prompts: options.Prompts = None,
     category: options.Categories = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many test images per category.")] = None,
@@ -93,6 +100,7 @@ def eval_zsad_command(
             options.settings_for(encoder=encoder),
             mode=mode,
             shots=shots,
+            pick=pick,
             prompts=prompts,
             categories=category,
             limit=limit,

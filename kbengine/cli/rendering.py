@@ -235,7 +235,8 @@ def _metric(value: float | None, percent: bool = False) -> str:
 
 def print_zsad(report: ZsadReport) -> None:
     out.print(
-        f"detection on {escape(report.dataset)}: mode {report.mode}, {report.shots} shot(s), {report.encoder}"
+        f"detection on {escape(report.dataset)}: mode {report.mode}, {report.shots} shot(s) ({report.pick}), "
+        f"{report.encoder}"
         + (f", prompts {report.prompts}" if report.prompts else "")
         + f" ({report.mean.images} images, {report.ms_per_image:.0f} ms/image)",
         highlight=False,

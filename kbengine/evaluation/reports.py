@@ -88,6 +88,7 @@ class ZsadReport(BaseModel):
     dataset: str
     mode: str
     shots: int
+    pick: str = Field("first", description="How the shots were taken from train/good: 'first' N, or 'diverse'.")
     encoder: str
     prompts: str | None = None
     rows: list[ZsadRow]

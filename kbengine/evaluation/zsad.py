@@ -23,7 +23,9 @@ from PIL import Image
 
 from kbengine.core.banks.memory_bank import build_bank
 from kbengine.core.banks.references import ReferenceBank
+from kbengine.core.banks.selection import cluster_medoids
 from kbengine.core.datasets import DatasetImage, mvtec_images
+from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import load_image
 from kbengine.core.query import Query
@@ -43,6 +45,7 @@ def eval_zsad(
     *,
     mode: str = "auto",
     shots: int = 16,
+    pick: str = "first",
     prompts: Path | None = None,
     categories: list[str] | None = None,
     limit: int | None = None,
@@ -51,6 +54,8 @@ def eval_zsad(
     """Detection metrics per category of an MVTec-layout dataset, and their mean."""
     if shots < 0:
         raise InvalidInputError(f"shots must be 0 or more, got {shots}")
+    if pick not in PICKS:
+        raise InvalidInputError(f"unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
     if shots == 0 and mode in ("references", "both"):
         raise InvalidInputError(f"--mode {mode} needs normal references: give --shots N (N >= 1)")
     if shots == 0 and mode == "auto":
@@ -73,7 +78,8 @@ def eval_zsad(
             for category in sorted(by_category):
                 if not tests[category]:
                     continue
-                normals = [i for i in by_category[category] if i.split == "train" and i.is_normal][:shots]
+                train = [i for i in by_category[category] if i.split == "train" and i.is_normal]
+                normals = pick_shots(train, shots, pick, kb.encoder)
                 if mode == "zero-shot":
                     normals = []
                 elif shots and not normals:
@@ -126,6 +132,7 @@ def eval_zsad(
         dataset=str(dataset),
         mode=mode,
         shots=shots,
+        pick=pick,
         encoder=encoder_name,
         prompts=str(prompts) if prompts else None,
         rows=rows,
@@ -167,6 +174,20 @@ def batched(items: list[DatasetImage], load: Callable[[Path], Query]) -> Iterato
         queries = [load(item.path) for item in chunk]
         Query.encode_all(queries)
         yield from zip(chunk, queries, strict=True)
+
+
+PICKS = ("first", "diverse")
+
+
+def pick_shots(train: list[DatasetImage], shots: int, pick: str, encoder: Encoder) -> list[DatasetImage]:
+    """The references of a category: the first ``shots`` of its train/good (the usual few-shot
+    protocol), or with ``pick="diverse"`` the medoids of ``shots`` clusters of all of them (by
+    global embedding), as a knowledge base chooses its references past ``detect_max_references``
+    (``kbengine.core.banks.selection``)."""
+    if pick == "first" or shots >= len(train):
+        return train[:shots]
+    keys = np.concatenate([encoder.embed_images(shots_of(train[i : i + 8])) for i in range(0, len(train), 8)])
+    return [train[i] for i in cluster_medoids(keys, shots)]
 
 
 def shots_of(normals: list[DatasetImage]) -> list[Image.Image]:

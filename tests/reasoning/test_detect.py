@@ -193,6 +193,12 @@ def test_eval_zsad_and_cli(material, tmp_path, monkeypatch):
     result = runner.invoke(app, ["eval", "zsad", str(material["dataset"]), "--shots", "2", "--limit", "2", "--json"])
     assert result.exit_code == 0, result.output
     assert ZsadReport.model_validate_json(result.stdout).shots == 2
+    args = ["eval", "zsad", str(material["dataset"]), "--shots", "2", "--pick", "diverse", "--limit", "2", "--json"]
+    diverse = runner.invoke(app, args)
+    assert diverse.exit_code == 0, diverse.output
+    assert ZsadReport.model_validate_json(diverse.stdout).pick == "diverse"
+    with pytest.raises(InvalidInputError, match="unknown pick"):
+        eval_zsad(material["dataset"], Settings(encoder="packaged"), shots=2, pick="best")
     kb = tmp_path / "kb"
     assert runner.invoke(app, ["ingest", str(material["dataset"]), "--kb", str(kb)]).exit_code == 0
     image = material["dataset"] / "tile" / "test" / "crack" / "000.png"

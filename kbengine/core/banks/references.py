@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from kbengine.core.banks.memory_bank import MemoryBank, build_bank
+from kbengine.core.banks.selection import cluster_medoids
 from kbengine.core.blobs import BlobStore
 from kbengine.core.cache import cache_folder, load_arrays, save_arrays
-from kbengine.core.encoders.base import Encoder
+from kbengine.core.encoders.base import Encoder, l2_normalise
 from kbengine.core.images import load_image
 from kbengine.core.schemas import LockLabel, LockPayload
 from kbengine.core.settings import Settings
@@ -51,11 +52,22 @@ class ReferenceBanks:
         self._banks: dict[str, ReferenceBank] = {}
 
     def references(self, category: str) -> list[LockPayload]:
-        """The category's normal reference photos, at most ``detect_max_references``, in a stable order."""
+        """The category's normal reference photos in a stable order (by content hash): all of
+        them, or, past ``detect_max_references``, the medoids of that many clusters of their
+        global embeddings (``selection``)."""
         where = Where.of(category=category, defect_type=NORMAL_TYPE, kind=REFERENCE_KINDS)
-        locks = [LockPayload.read(h.payload) for h in self.store.scroll(where)]
-        locks = sorted((lock for lock in locks if lock.blob), key=lambda lock: lock.sha256)
-        return locks[: self.settings.detect_max_references]
+        cap = self.settings.detect_max_references
+        if self.store.count(where) <= cap:
+            locks = [LockPayload.read(h.payload) for h in self.store.scroll(where)]
+            return sorted((lock for lock in locks if lock.blob), key=lambda lock: lock.sha256)
+        found: dict[str, tuple[LockPayload, np.ndarray]] = {}
+        for hit in self.store.scroll(where, vector="image"):
+            lock = LockPayload.read(hit.payload)
+            if lock.blob and hit.vector is not None and np.all(np.isfinite(hit.vector)):
+                found.setdefault(lock.sha256, (lock, hit.vector))  # a photo stored twice counts once
+        ordered = [found[sha] for sha in sorted(found)]
+        keys = l2_normalise(np.stack([vector for _, vector in ordered])) if ordered else np.zeros((0, 1))
+        return [ordered[i][0] for i in cluster_medoids(keys, cap)]  # ordered by sha256 already
 
     def path_of(self, lock: LockPayload) -> Path:
         return self.blobs.path(str(lock.blob))

@@ -50,24 +50,29 @@ class ReferenceBanks:
         folder = cache_folder(settings)
         self.folder = folder / "banks" if folder else None
         self._banks: dict[str, ReferenceBank] = {}
+        self._selected: dict[str, list[LockPayload]] = {}
 
     def references(self, category: str) -> list[LockPayload]:
         """The category's normal reference photos in a stable order (by content hash): all of
         them, or, past ``detect_max_references``, the medoids of that many clusters of their
-        global embeddings (``selection``)."""
+        global embeddings (``selection``; chosen once per set of references in this process)."""
         where = Where.of(category=category, defect_type=NORMAL_TYPE, kind=REFERENCE_KINDS)
+        locks = [LockPayload.read(h.payload) for h in self.store.scroll(where)]
+        locks = sorted((lock for lock in locks if lock.blob), key=lambda lock: lock.sha256)
         cap = self.settings.detect_max_references
-        if self.store.count(where) <= cap:
-            locks = [LockPayload.read(h.payload) for h in self.store.scroll(where)]
-            return sorted((lock for lock in locks if lock.blob), key=lambda lock: lock.sha256)
-        found: dict[str, tuple[LockPayload, np.ndarray]] = {}
-        for hit in self.store.scroll(where, vector="image"):
-            lock = LockPayload.read(hit.payload)
-            if lock.blob and hit.vector is not None and np.all(np.isfinite(hit.vector)):
-                found.setdefault(lock.sha256, (lock, hit.vector))  # a photo stored twice counts once
-        ordered = [found[sha] for sha in sorted(found)]
-        keys = l2_normalise(np.stack([vector for _, vector in ordered])) if ordered else np.zeros((0, 1))
-        return [ordered[i][0] for i in cluster_medoids(keys, cap)]  # ordered by sha256 already
+        if len(locks) <= cap:
+            return locks
+        key = hashlib.sha256("\n".join([str(cap), *(lock.sha256 for lock in locks)]).encode()).hexdigest()
+        if key not in self._selected:
+            found: dict[str, tuple[LockPayload, np.ndarray]] = {}
+            for hit in self.store.scroll(where, vector="image"):
+                lock = LockPayload.read(hit.payload)
+                if lock.blob and hit.vector is not None and np.all(np.isfinite(hit.vector)):
+                    found.setdefault(lock.sha256, (lock, hit.vector))  # a photo stored twice counts once
+            ordered = [found[sha] for sha in sorted(found)]
+            keys = l2_normalise(np.stack([vector for _, vector in ordered])) if ordered else np.zeros((0, 1))
+            self._selected[key] = [ordered[i][0] for i in cluster_medoids(keys, cap)]  # by sha256 already
+        return self._selected[key]
 
     def path_of(self, lock: LockPayload) -> Path:
         return self.blobs.path(str(lock.blob))

@@ -122,6 +122,13 @@ def ingest(kb_path: Path, references: Path, seconds: Any) -> None:
         seconds.put(time.perf_counter() - start)
 
 
+def query_photo(i: int) -> Any:
+    """The ``i``-th query photo: a generated tile, fabric or disc with a crack, stain or scratch."""
+    from kbengine import synth
+
+    return synth.sample(("tile", "fabric", "disc")[i % 3], ("crack", "stain", "scratch")[i % 3], 70_000 + i)[0]
+
+
 def default_seeks(kb_path: Path, queries: int, peak: Any) -> None:
     """Peak RSS of a process that opens the store and runs default seeks (KDE, the region key
     fused, with and without a category), as ``kbengine seek`` and ``serve`` do."""
@@ -130,9 +137,7 @@ def default_seeks(kb_path: Path, queries: int, peak: Any) -> None:
 
     with KnowledgeBase.open(kb_path, encoder="packaged") as kb:
         for i in range(queries):
-            kb.seek(
-                synth.sample(("tile", "fabric", "disc")[i % 3], ("crack", "stain", "scratch")[i % 3], 70_000 + i)[0]
-            )
+            kb.seek(query_photo(i))
             tile = synth.sample("tile", "crack", 71_000 + i, 256)[0]
             kb.seek(tile, category="tile")
             kb.seek(tile)
@@ -174,10 +179,7 @@ def one(n: int, queries: int) -> dict[str, object]:
         child.start()
         bank_s = seconds.get()
         child.join()
-        images = [
-            synth.sample(("tile", "fabric", "disc")[i % 3], ("crack", "stain", "scratch")[i % 3], 70_000 + i)[0]
-            for i in range(queries)
-        ]
+        images = [query_photo(i) for i in range(queries)]
         peak = multiprocessing.get_context("spawn").Queue()
         child = multiprocessing.get_context("spawn").Process(target=default_seeks, args=(kb_path, queries, peak))
         child.start()

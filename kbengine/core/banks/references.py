@@ -1,7 +1,8 @@
 """A knowledge base's normal references and their memory banks, one per category.
 
 The bank of a category is built from its normal ("good") reference photos (at most
-``detect_max_references``, in a stable order) and identified by a fingerprint of the encoder, the
+``detect_max_references``, in a stable order; past that cap, the medoids of as many clusters of
+their global embeddings: ``selection``) and identified by a fingerprint of the encoder, the
 bank code's version and the references' content hashes: a change of the references gives a new
 fingerprint, and everything derived from the bank (anomaly maps, region locks) notices by it.
 Banks are cached in memory and in ``<cache>/banks`` (npz, written atomically)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from kbengine.core.banks.nearest import PatchSearch, nearest_distance
 from kbengine.core.banks.profile import BankProfile, flips, profile_references, split, standardise, with_global_spread
 from kbengine.core.banks.scoring import image_score
 from kbengine.core.encoders.base import Encoder
@@ -96,6 +98,11 @@ class MemoryBank:
         if self.global_keys is None or not len(self.global_keys):
             return None
         return float(1.0 - np.max(self.global_keys @ key))
+
+    @cached_property
+    def search(self) -> PatchSearch:
+        """The patches ready for nearest-patch queries (made once per loaded bank)."""
+        return PatchSearch(self.patches)
 
     def prepare(self, image: Image.Image) -> Image.Image:
         """A photo as this bank reads it (brightness-standardised when the profile says so)."""
@@ -245,25 +252,6 @@ def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     return chosen
 
 
-def nearest(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distance of each query row to its nearest bank row, and that row's index."""
-    q = torch.from_numpy(np.ascontiguousarray(queries, np.float32))
-    b = torch.from_numpy(np.ascontiguousarray(bank, np.float32))
-    best = torch.full((len(q),), float("inf"))
-    index = torch.zeros(len(q), dtype=torch.int64)
-    for i in range(0, len(b), chunk):
-        values, where = torch.cdist(q, b[i : i + chunk]).min(dim=1)
-        closer = values < best
-        best = torch.where(closer, values, best)
-        index = torch.where(closer, where + i, index)
-    return best.numpy(), index.numpy()
-
-
-def nearest_distance(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Euclidean distance of each query row to its nearest bank row."""
-    return nearest(queries, bank, chunk)[0]
-
-
 def build_bank(
     encoder: Encoder,
     references: Sequence[Image.Image],
@@ -339,9 +327,12 @@ class PatchScores:
     """(h*w, D) scaled, concatenated patch features (the bank's layers and scale)."""
     distances: np.ndarray
     """(h*w,) distance to the nearest normal patch."""
-    nearest: np.ndarray
-    """(h*w,) index of that patch in ``MemoryBank.patches``."""
     grid: tuple[int, int]
+    search: PatchSearch = field(repr=False)
+
+    def nearest(self, rows: np.ndarray) -> np.ndarray:
+        """Index in ``MemoryBank.patches`` of the nearest normal patch of each of ``rows``."""
+        return self.search.nearest(self.features[rows])
 
     @property
     def distance_grid(self) -> np.ndarray:
@@ -360,9 +351,9 @@ def score_images(
         encoder, prepared, bank.layers, bank.layer_scale, tiles=bank.profile.tiles, raw=raw if plain else None
     )
     scored = []
+    search = bank.search
     for f in feats:
-        distances, index = nearest(f, bank.patches)
-        scored.append(PatchScores(f, distances, index, grid))
+        scored.append(PatchScores(f, search.distances(f), grid, search))
     return scored
 
 

@@ -39,7 +39,7 @@ def region_descriptor(scores: PatchScores, bank: MemoryBank) -> np.ndarray:
     """(2 D,) float32, unit length: appearance and residual of the most anomalous patches."""
     top = np.argsort(-scores.distances, kind="stable")[: region_size(len(scores.distances))]
     appearance = scores.features[top].mean(axis=0)
-    residual = (scores.features[top] - bank.patches[scores.nearest[top]]).mean(axis=0)
+    residual = (scores.features[top] - bank.patches[scores.nearest(top)]).mean(axis=0)
     pair = np.concatenate([l2_normalise(appearance[None])[0], l2_normalise(residual[None])[0]])
     return l2_normalise(pair[None])[0]
 

@@ -2,7 +2,11 @@
 
 ``app`` holds the commands (``commands``, ``evaluate``); ``rendering`` prints their results."""
 
-from kbengine.cli import commands, evaluate, knowledge, lifecycle, serve
-from kbengine.cli.app import app, run
+from kbengine.cli.deferred import defer
+
+defer()  # before anything imports scikit-learn
+
+from kbengine.cli import commands, evaluate, knowledge, lifecycle, serve  # noqa: E402
+from kbengine.cli.app import app, run  # noqa: E402
 
 __all__ = ["app", "commands", "evaluate", "knowledge", "lifecycle", "run", "serve"]

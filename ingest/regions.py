@@ -61,14 +61,16 @@ def update_regions(
     chosen = banks.categories() if categories is None else dict.fromkeys(sorted(categories), True)
     for category, has_references in chosen.items():
         references = banks.references(category) if has_references else []
-        examples = _examples(store, category)
         if not references:
             update.removed += _delete(store, Where.of(category=category, kind="region"))
-            if examples:
+            if store.count(_example_filter(category)):
                 update.without_references.append(category)
             continue
         fingerprint = region_fingerprint(banks.fingerprint(references))
         current = Where.of(category=category, kind="region", bank=fingerprint)
+        if _up_to_date(store, category, fingerprint):
+            continue
+        examples = _examples(store, category)
         done = {RegionLabel.read(h.payload).region_of for h in store.scroll(current, fields=RegionLabel.fields())}
         todo = [(lock_id, lock) for lock_id, lock in examples if lock_id not in done]
         if todo and progress:
@@ -105,10 +107,27 @@ Example = tuple[str, LockPayload]
 """A defect example photo: its lock id and payload."""
 
 
+def _example_filter(category: str) -> Where:
+    return Where.of(category=category, kind=EXAMPLE_KINDS).excluding(defect_type=NORMAL_TYPE)
+
+
+def _up_to_date(store: Store, category: str, fingerprint: str) -> bool:
+    """Whether the category's region locks are all of the current bank and as many as its
+    examples: three counts, so an ingest that did not touch the category reads none of its
+    payloads (at 100k example photos in ten categories, reading them all took 5.5 s of every
+    ingest). Region locks leave with their example (same source, same document), so equal counts
+    mean one lock per example; any other state gets the full comparison."""
+    regions = Where.of(category=category, kind="region")
+    if store.count(regions.excluding(bank=fingerprint)):
+        return False
+    return store.count(Where.of(category=category, kind="region", bank=fingerprint)) == store.count(
+        _example_filter(category)
+    )
+
+
 def _examples(store: Store, category: str) -> list[Example]:
     """The category's defect example photos (not its normal references), in a stable order."""
-    where = Where.of(category=category, kind=EXAMPLE_KINDS).excluding(defect_type=NORMAL_TYPE)
-    found = [(h.id, LockPayload.read(h.payload)) for h in store.scroll(where)]
+    found = [(h.id, LockPayload.read(h.payload)) for h in store.scroll(_example_filter(category))]
     return sorted((example for example in found if example[1].blob), key=lambda example: example[0])
 
 

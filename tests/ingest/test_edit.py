@@ -78,13 +78,13 @@ def test_remove_a_document_then_seek_never_returns_it(kb_copy, packaged):
 
 def test_an_edit_checks_the_region_locks_of_the_categories_it_touches_only(kb_copy, packaged, monkeypatch):
     looked: list[str] = []
-    real = regions._examples
+    real = regions._up_to_date
 
-    def examples(store, category):
+    def up_to_date(store, category, fingerprint):
         looked.append(category)
-        return real(store, category)
+        return real(store, category, fingerprint)
 
-    monkeypatch.setattr(regions, "_examples", examples)
+    monkeypatch.setattr(regions, "_up_to_date", up_to_date)
     with open_kb(kb_copy / "kb", packaged) as kb:
         kb.remove(doc_of(kb, "disc", "scratch", "documents"))
         assert looked == ["disc"]

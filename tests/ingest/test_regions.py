@@ -96,6 +96,38 @@ def test_changed_references_renew_the_region_locks(tmp_path, folders, packaged: 
     )
 
 
+def test_an_ingest_reads_the_examples_only_of_categories_whose_region_locks_are_incomplete(
+    tmp_path, folders, packaged: Encoder, monkeypatch
+):
+    from ingest import regions as region_module
+
+    shutil.copytree(folders, tmp_path / "src")
+    looked: list[str] = []
+    real = region_module._examples
+
+    def reading(store, category):
+        looked.append(category)
+        return real(store, category)
+
+    monkeypatch.setattr(region_module, "_examples", reading)
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        kb.ingest([tmp_path / "src" / "examples", tmp_path / "src" / "references"])
+        assert looked == ["tile"]
+        looked.clear()
+        again = kb.ingest([tmp_path / "src" / "examples", tmp_path / "src" / "references"])
+        assert looked == [] and again.regions_added == again.regions_removed == 0  # three counts, no payload read
+        synth.sample("tile", "crack", 77_900, SIZE)[0].save(
+            tmp_path / "src" / "examples" / "tile" / "crack" / "new.png"
+        )
+        added = kb.ingest([tmp_path / "src" / "examples"])
+        assert looked == ["tile"] and added.regions_added == 1
+        looked.clear()
+        kb.store.delete(Where.of(kind="region", category="tile", defect_type="stain"))  # as if cut short
+        healed = kb.ingest([tmp_path / "src" / "references"])
+        assert looked == ["tile"] and healed.regions_added == 5
+        assert {p.region_of for p, _ in regions(kb).values()} == examples(kb, "tile")
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import os, sys

@@ -552,7 +552,7 @@ class KnowledgeBase:
         processes that only read (seek, detect, serve) load them instead of scrolling every
         vector in the store. The scroll maps the vector files a second time beside the search's
         own mapping (a first seek at 100k locks peaked at 1.9 GiB, one that found the cache at
-        1.4 GiB), and it is slow: 7-14 s at 100k example photos. An ingest that only added
+        1.4 GiB), and it is slow: 16-18 s at 100k example photos. An ingest that only added
         sources (none replaced, no lock removed, nothing failed) reads only the new locks and adds
         them to the centroids cached before it (``TypeService.extend``); any other computes them
         afresh. Remove and relabel only invalidate (one document out of 100k stays a 40 ms edit);

@@ -44,7 +44,7 @@ def _points(n: int, rng: np.random.Generator) -> list[StorePoint]:
 
 
 @pytest.mark.parametrize("backend", ["edge", "memory"])
-def test_store_roundtrip(tmp_path, backend):
+def test_store_roundtrip(tmp_path, backend, monkeypatch):
     settings = dict(_backends(tmp_path))[backend]
     store = get_store(settings)
     try:
@@ -66,6 +66,18 @@ def test_store_roundtrip(tmp_path, backend):
         filtered = store.search("image", query, 5, Where.of(category="b"))
         assert all(h.payload["category"] == "b" for h in filtered) and len(filtered) == 5
         assert store.count(Where.of(source=["s0", "s1"])) == 34
+        assert store.facet("category") == {"a": 25, "b": 25}
+        assert store.facet("source", Where.of(category="a")) == {"s0": 8, "s1": 9, "s2": 8}
+        assert store.facet("category", Where.of(category="nowhere")) == {}
+        with pytest.raises(ValueError, match="indexed payload field"):
+            store.facet("i")
+        with monkeypatch.context() as patch:  # a collection without the payload index: the same counts, read
+
+            def no_index(self, field, flt):
+                raise RuntimeError(f"No appropriate index for faceting: `{field}`")
+
+            patch.setattr(type(store), "_facet", no_index)
+            assert store.facet("source", Where.of(category="a")) == {"s0": 8, "s1": 9, "s2": 8}
         store.delete(Where(must={"source": "s0"}, must_not={"category": "a"}))
         assert store.count() == 50 - 9
         assert len(list(store.scroll(fields=["i"]))) == 41

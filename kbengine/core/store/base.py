@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -20,6 +21,8 @@ from kbengine.core.store.filters import FilterModels, Where, locks_only
 
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "kbengine:meta"))
 INDEXED_FIELDS = ("domain", "category", "defect_type", "kind", "doc_id", "source", "source_sha")
+FACET_LIMIT = 1_000_000
+"""Most distinct values a facet returns (categories, defect types: far fewer in practice)."""
 
 
 class StorePoint(BaseModel):
@@ -63,6 +66,11 @@ class Store(Protocol):
     def delete(self, where: Where) -> None: ...
 
     def count(self, where: Where | None = None) -> int: ...
+
+    def facet(self, field: str, where: Where | None = None) -> dict[str, int]:
+        """The number of matching points per value of the indexed payload ``field``
+        (``INDEXED_FIELDS``), counted by the engine: no payload is read."""
+        ...
 
     def scroll(
         self, where: Where | None = None, fields: Sequence[str] | None = None, vector: str | None = None
@@ -219,6 +227,9 @@ class QdrantBackend(ABC):
     def _count(self, flt: Any) -> int: ...
 
     @abstractmethod
+    def _facet(self, field: str, flt: Any) -> dict[str, int]: ...
+
+    @abstractmethod
     def _delete(self, flt: Any) -> None: ...
 
     @abstractmethod
@@ -257,6 +268,17 @@ class QdrantBackend(ABC):
 
     def count(self, where: Where | None = None) -> int:
         return self._count(self.filters.build(locks_only(where))) if self.exists else 0
+
+    def facet(self, field: str, where: Where | None = None) -> dict[str, int]:
+        if field not in INDEXED_FIELDS:
+            raise ValueError(f"facet needs an indexed payload field ({', '.join(INDEXED_FIELDS)}), not {field!r}")
+        if not self.exists:
+            return {}
+        try:
+            return self._facet(field, self.filters.build(locks_only(where)))
+        except Exception:  # a collection made without that payload index: count by reading the field
+            found = (h.payload.get(field) for h in self.scroll(where, fields=[field]))
+            return dict(Counter(str(value) for value in found if value is not None))
 
     def delete(self, where: Where) -> None:
         if self.exists:

@@ -18,7 +18,7 @@ import portalocker
 
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import StoreError, StoreInUseError
-from kbengine.core.store.base import Page, QdrantBackend, StorePoint
+from kbengine.core.store.base import FACET_LIMIT, Page, QdrantBackend, StorePoint
 from kbengine.core.store.filters import FilterModels
 
 BATCH = 512
@@ -107,6 +107,10 @@ class EdgeStore(QdrantBackend):
 
     def _count(self, flt: Any) -> int:
         return int(self.shard.count(self.qdrant.CountRequest(filter=flt)))
+
+    def _facet(self, field: str, flt: Any) -> dict[str, int]:
+        request = self.qdrant.FacetRequest(field, limit=FACET_LIMIT, exact=True, filter=flt)
+        return {str(hit.value): int(hit.count) for hit in self.shard.facet(request).hits}
 
     def _page(self, flt: Any, offset: Any, fields: list[str] | None, vector: str | None) -> Page:
         request = self.qdrant.ScrollRequest(

@@ -9,7 +9,7 @@ from typing import Any
 
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import StoreError
-from kbengine.core.store.base import Page, QdrantBackend, StorePoint
+from kbengine.core.store.base import FACET_LIMIT, Page, QdrantBackend, StorePoint
 from kbengine.core.store.filters import FilterModels
 
 BATCH = 256
@@ -98,6 +98,10 @@ class ServerStore(QdrantBackend):
 
     def _count(self, flt: Any) -> int:
         return int(self.client.count(self.collection, count_filter=flt, exact=True).count)
+
+    def _facet(self, field: str, flt: Any) -> dict[str, int]:
+        found = self.client.facet(self.collection, field, facet_filter=flt, limit=FACET_LIMIT, exact=True)
+        return {str(hit.value): int(hit.count) for hit in found.hits}
 
     def _page(self, flt: Any, offset: Any, fields: list[str] | None, vector: str | None) -> Page:
         return self.client.scroll(

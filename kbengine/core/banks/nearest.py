@@ -32,9 +32,6 @@ class PatchSearch:
         self.patches = torch.from_numpy(np.ascontiguousarray(patches, np.float32))
         self.norms = (self.patches * self.patches).sum(dim=1)
 
-    def __len__(self) -> int:
-        return len(self.patches)
-
     def distances(self, queries: np.ndarray) -> np.ndarray:
         """(n,) float32 distance of each query row to its nearest bank row."""
         q = torch.from_numpy(np.ascontiguousarray(queries, np.float32))

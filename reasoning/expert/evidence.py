@@ -1,8 +1,9 @@
 """The AD Expert's evidence for one image, each kind a [0, 1] map at image resolution (0.5 = its
 own decision threshold) and an image score, and the verdict that fuses them.
 
-- ``references``: nearest-normal-patch distances against the category's memory bank, scaled by
-  the bank's leave-one-out calibration; the image score is the logistic of the image z (the larger
+- ``references``: nearest-normal-patch distances against the category's memory bank, read as z
+  against the normal distances of each patch's ring from the border (``MemoryBank.patch_z``) and
+  scaled by the bank's leave-one-out calibration; the image score is the logistic of the image z (the larger
   of the local score's and, when the bank's profile keeps it, the global embedding's:
   ``Calibration.image_z``) over 3.
 - ``zero_shot``: the eq. 2 map of CLIP patch tokens against the prompt pair.
@@ -26,7 +27,7 @@ from reasoning.expert.regions import find_regions
 from reasoning.expert.zero_shot import TextPair, zero_shot
 
 FUSION_RULE = "mean of the [0, 1] maps and of the image scores"
-LOCAL_RULE = "local z (top-1% mean of the smoothed patch distances)"
+LOCAL_RULE = "local z (top-1% mean of the smoothed patch distances, each a z against its border ring)"
 
 
 def score_rule(reference: ReferenceBank) -> str:
@@ -58,8 +59,9 @@ def reference_evidence(query: Query, reference: ReferenceBank, *, alone: bool) -
     c = bank.calibration
     if c is not None:
         global_distance = bank.global_distance(query.bank_global_key(reference)) if bank.profile.global_term else None
-        z = c.image_z(image_score(distances), global_distance)
-        scaled = scale_distances(distances, c.patch_mean, c.patch_threshold)
+        patch_z = bank.patch_z(distances)
+        z = c.image_z(image_score(patch_z), global_distance)
+        scaled = scale_distances(patch_z, c.patch_mean, c.patch_threshold)
         return MapEvidence(upsample(scaled, width, height), float(logistic(z / 3.0)), calibrated=True)
     low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
     return MapEvidence(

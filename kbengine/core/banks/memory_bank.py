@@ -17,9 +17,12 @@ forward pass over every reference at once (200 references: 3.3 GB peak before, 1
 category's queries have more patches, so its bank keeps at most ``2 * max_patches / tiles``
 (16384 at 2x2 tiles): the nearest-patch search, the larger cost of a query, stays bounded.
 Calibration: with two or more references, up to 16 of them are each scored against the bank
-without the patches they contributed (leave-one-out); the normal patch and image scores give the
-map's scale (the 99.9th percentile of normal patch scores becomes the binarisation threshold) and
-the image score's z statistics (the image threshold is z = 3).
+without the patches they contributed (leave-one-out). Their distance grids first give the normal
+distances per ring from the border (``border``: a patch near the border is farther from normal
+in normal photos too), and every patch distance is read as a z against its ring's; on those z the
+normal patch and image scores give the map's scale (the 99.9th percentile of normal patch z
+becomes the binarisation threshold) and the image score's z statistics (the image threshold is
+z = 3).
 
 Image level: the local score's z is combined (max) with the z of the image's global embedding
 distance to its nearest reference (leave-one-out statistics), which catches changes spread over
@@ -42,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from kbengine.core.banks.border import RingStats
 from kbengine.core.banks.nearest import PatchSearch, nearest_distance
 from kbengine.core.banks.profile import BankProfile, flips, profile_references, split, standardise, with_global_spread
 from kbengine.core.banks.scoring import image_score
@@ -69,6 +73,9 @@ class Calibration:
     image_std: float
     global_mean: float = 0.0
     global_std: float = 0.0
+    rings: RingStats | None = None
+    """Normal distances per ring from the border (``border``): patch distances are read as z
+    against them, and the fields above are in those z units; None in a bank cached before them."""
 
     def image_z(self, local: float, global_distance: float | None) -> float:
         """How unusual the image is, in normal standard deviations: the larger of the local score's
@@ -98,6 +105,13 @@ class MemoryBank:
         if self.global_keys is None or not len(self.global_keys):
             return None
         return float(1.0 - np.max(self.global_keys @ key))
+
+    def patch_z(self, distances: np.ndarray) -> np.ndarray:
+        """A (h, w) grid of nearest-normal distances in the units of the calibration: z against
+        the normal distances of each patch's ring from the border (``border``); as it is when
+        the bank has no ring statistics (one reference, or cached before them)."""
+        rings = self.calibration.rings if self.calibration is not None else None
+        return rings.z(distances, self.profile.tiles) if rings is not None else distances
 
     @cached_property
     def search(self) -> PatchSearch:
@@ -133,17 +147,30 @@ class MemoryBank:
             "calibration": calib,
             "global_keys": self.global_keys if self.global_keys is not None else np.zeros((0, 0), np.float32),
             "profile": self.profile.to_array(),
+            "rings": c.rings.to_array() if c is not None and c.rings is not None else np.zeros((0, 0)),
         }
 
     @classmethod
     def from_arrays(cls, data: dict[str, np.ndarray]) -> MemoryBank:
         c = data["calibration"]
+        calibration = None
+        if len(c) == 6:
+            patch_mean, patch_threshold, image_mean, image_std, global_mean, global_std = (float(v) for v in c)
+            calibration = Calibration(
+                patch_mean,
+                patch_threshold,
+                image_mean,
+                image_std,
+                global_mean,
+                global_std,
+                rings=RingStats.from_array(data["rings"]) if "rings" in data else None,
+            )
         return cls(
             patches=data["patches"].astype(np.float32),
             layer_scale=data["layer_scale"],
             layers=tuple(int(x) for x in data["layers"]),
             references=int(data["references"]),
-            calibration=Calibration(*(float(v) for v in c)) if len(c) == 6 else None,
+            calibration=calibration,
             global_keys=data["global_keys"] if "global_keys" in data and data["global_keys"].size else None,
             profile=BankProfile.from_array(data["profile"]) if "profile" in data else BankProfile(),
         )
@@ -290,7 +317,7 @@ def build_bank(
         profile=profile,
     )
     if len(references) >= 2:
-        bank.calibration = _calibrate(feats[: len(prepared)], grid, bank.patches, origin[keep])
+        bank.calibration = _calibrate(feats[: len(prepared)], grid, bank.patches, origin[keep], profile.tiles)
         similarity = global_keys @ global_keys.T
         np.fill_diagonal(similarity, -np.inf)
         distances = 1.0 - similarity.max(axis=1)
@@ -300,22 +327,25 @@ def build_bank(
     return bank
 
 
-def _calibrate(feats: np.ndarray, grid: tuple[int, int], bank: np.ndarray, origin: np.ndarray) -> Calibration:
+def _calibrate(
+    feats: np.ndarray, grid: tuple[int, int], bank: np.ndarray, origin: np.ndarray, tiles: tuple[int, int]
+) -> Calibration:
     """Leave-one-out: up to ``CALIBRATION_IMAGES`` references, each scored against the bank
-    without the patches it contributed."""
-    patch_scores, image_scores = [], []
-    for i in range(min(len(feats), CALIBRATION_IMAGES)):
-        d = nearest_distance(feats[i], bank[origin != i])
-        patch_scores.append(d)
-        image_scores.append(image_score(d.reshape(grid)))
-    patches = np.concatenate(patch_scores)
-    images = np.array(image_scores)
-    std = float(images.std())
+    without the patches it contributed. Their distance grids fit the ring statistics first; the
+    patch and image statistics are then taken on the grids read as ring z."""
+    grids = [
+        nearest_distance(feats[i], bank[origin != i]).reshape(grid) for i in range(min(len(feats), CALIBRATION_IMAGES))
+    ]
+    rings = RingStats.fit(grids, tiles)
+    z = [rings.z(g, tiles) for g in grids]
+    patches = np.concatenate([g.ravel() for g in z])
+    images = np.array([image_score(g) for g in z])
     return Calibration(
         patch_mean=float(patches.mean()),
         patch_threshold=float(np.quantile(patches, PATCH_QUANTILE)),
         image_mean=float(images.mean()),
-        image_std=std,
+        image_std=float(images.std()),
+        rings=rings,
     )
 
 

@@ -2,12 +2,18 @@
 memory bank. Knowledge examples get one at ingest (``region`` locks); a query gets one at seek,
 computed the same way from the same bank, so the two compare in one space.
 
-The descriptor: the image's ``k`` patches farthest from their nearest normal patch (``k`` = 2% of
-the patch grid, at least 8) give two unit vectors, the mean of their multi-scale features (what
-the region looks like) and the mean of their residuals to those nearest normal patches (how it
-differs from normal); the descriptor is the two concatenated, L2-normalised. A global embedding
-mostly describes the object, this one the defect. Measured against the alternatives (top-k mean
-alone, residual alone, other k, map statistics): the README has the table.
+The descriptor: the image's ``k`` most anomalous patches (``k`` = 2% of the patch grid, at least
+8) give two unit vectors, the mean of their multi-scale features (what the region looks like) and
+the mean of their residuals to those nearest normal patches (how it differs from normal); the
+descriptor is the two concatenated, L2-normalised. A global embedding mostly describes the
+object, this one the defect. Measured against the alternatives (top-k mean alone, residual alone,
+other k, map statistics): the README has the table.
+
+Patches are ranked as detect reads them (``MemoryBank.patch_z``: the distance to the nearest
+normal patch as a z against the normal distances of the patch's ring from the border). Ranked by
+the raw distance, border patches crowd the defect out: seek type top-1 with the fused key (5
+splits) on magnetic tile / real textures / generated parts is 0.500 / 0.875 / 0.975 raw against
+0.572 / 0.921 / 0.983 by ring z.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from PIL import Image
 from kbengine.core.banks.memory_bank import MemoryBank, PatchScores, reference_layers
 from kbengine.core.encoders.base import Encoder, l2_normalise
 
-REGION_VERSION = "1"
+REGION_VERSION = "2"
 """Part of every region lock's fingerprint: a change of the descriptor renews them all."""
 REGION_FRACTION = 0.02
 MIN_REGION_PATCHES = 8
@@ -37,7 +43,8 @@ def region_size(patches: int) -> int:
 
 def region_descriptor(scores: PatchScores, bank: MemoryBank) -> np.ndarray:
     """(2 D,) float32, unit length: appearance and residual of the most anomalous patches."""
-    top = np.argsort(-scores.distances, kind="stable")[: region_size(len(scores.distances))]
+    ranked = bank.patch_z(scores.distance_grid).ravel()
+    top = np.argsort(-ranked, kind="stable")[: region_size(len(ranked))]
     appearance = scores.features[top].mean(axis=0)
     residual = (scores.features[top] - bank.patches[scores.nearest(top)]).mean(axis=0)
     pair = np.concatenate([l2_normalise(appearance[None])[0], l2_normalise(residual[None])[0]])

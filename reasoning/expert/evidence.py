@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from kbengine.core.banks.profile import GLOBAL_ALIGNED
 from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.scoring import image_score
 from kbengine.core.query import Query
@@ -37,6 +38,8 @@ def score_rule(reference: ReferenceBank) -> str:
         return "top-1% mean of the smoothed patch distances (uncalibrated: one reference)"
     if bank.profile.global_term:
         return f"max of the {LOCAL_RULE} and the global embedding z"
+    if bank.profile.alignment < GLOBAL_ALIGNED:
+        return f"{LOCAL_RULE}; global term off (the references share no layout)"
     return f"{LOCAL_RULE}; global term off (the references' global spread is wide)"
 
 

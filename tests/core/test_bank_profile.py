@@ -64,11 +64,19 @@ def test_large_photos_are_tiled_on_a_grid_in_relative_coordinates():
     assert np.array_equal(whole[0, 0, :2, 2:4], grids[1, 0]) and np.array_equal(whole[1, 0, 2:, 4:], grids[11, 0])
 
 
-def test_the_global_term_needs_references_that_agree():
+def test_the_global_term_needs_aligned_references_that_agree():
     base = BankProfile()
-    assert with_global_spread(base, np.array([0.05, 0.06, 0.055, 0.052])).global_term
+    agree = np.array([0.05, 0.06, 0.055, 0.052])
+    assert with_global_spread(base, agree).global_term
     assert not with_global_spread(base, np.array([0.01, 0.2, 0.02, 0.15])).global_term
     assert not with_global_spread(base, np.array([0.05])).global_term
+    assert not with_global_spread(BankProfile(alignment=0.36), agree).global_term  # no shared layout
+
+
+def test_a_texture_bank_leaves_the_global_term_out_and_an_aligned_part_keeps_it(packaged):
+    assert not build_bank(packaged, [texture(s) for s in range(4)]).profile.global_term
+    part_bank = build_bank(packaged, [part(s) for s in range(4)])
+    assert part_bank.profile.alignment >= 0.5 and part_bank.profile.global_term
 
 
 @pytest.mark.parametrize("gain", [0.7, 1.2])

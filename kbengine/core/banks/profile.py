@@ -9,10 +9,17 @@ from its normal references alone (a user has no defect labels at that point).
   references join the bank, with ``auto`` when the references are not aligned (``alignment``
   below ``ALIGNED``): a texture or a part photographed in any pose has no fixed layout a flip
   could violate; an aligned part has one, so ``auto`` never flips it.
-- ``global_term``: the global embedding's z joins the image score only when the references'
-  leave-one-out global distances agree among themselves (their coefficient of variation below
-  ``GLOBAL_CV``); a wide spread says framing varies, and a normal photo framed differently would
-  be far from every reference.
+- ``global_term``: the global embedding's z joins the image score only when the references share
+  a layout (``alignment`` at least ``GLOBAL_ALIGNED``: their mean image keeps most of their pixel
+  variance) and their leave-one-out global distances agree among themselves (coefficient of
+  variation below ``GLOBAL_CV``). A global embedding describes a layout; without one (a texture,
+  crops of a surface) its distance to the nearest reference is the arrangement's noise, and a wide
+  spread says framing varies, so a normal photo framed differently would be far from every
+  reference. With patch distances read by border ring (``border``) the global term no longer
+  helped unaligned references (magnetic tile, alignment 0.36: 0.766 without, 0.717 with; real
+  textures, 0.06: 0.931 / 0.934 mean; generated fabric and tile: 1.000 either way); aligned parts
+  keep it (a generated disc, 0.89), where a missing or misplaced component leaves every patch
+  looking normal.
 - ``tiles`` (opt-in, setting ``detect_tiles=auto``): photos whose references are at least
   ``2 * TILE_SIDE`` pixels along a side are read as a grid of tiles (at most ``MAX_TILES`` per
   side), each at the encoder's resolution, so a defect of 0.1% of a large photo still covers
@@ -37,6 +44,7 @@ from PIL import Image
 BRIGHTNESS_CV = 0.1
 ALIGNED = 0.3
 GLOBAL_CV = 0.45
+GLOBAL_ALIGNED = 0.5
 TILE_SIDE = 224
 MAX_TILES = 2
 GREY_MEAN, GREY_STD = 127.0, 50.0
@@ -107,14 +115,14 @@ def profile_references(references: Sequence[Image.Image], augment: str = "never"
 
 
 def with_global_spread(profile: BankProfile, loo_distances: np.ndarray) -> BankProfile:
-    """``profile`` with ``global_term`` decided from the references' leave-one-out global
-    distances (each reference to its nearest other reference)."""
+    """``profile`` with ``global_term`` decided from its alignment and the references'
+    leave-one-out global distances (each reference to its nearest other reference)."""
     mean = float(loo_distances.mean()) if len(loo_distances) else 0.0
     cv = float(loo_distances.std() / mean) if mean > 0 else 0.0
     return BankProfile(
         photometric=profile.photometric,
         augment=profile.augment,
-        global_term=len(loo_distances) >= 2 and cv < GLOBAL_CV,
+        global_term=len(loo_distances) >= 2 and cv < GLOBAL_CV and profile.alignment >= GLOBAL_ALIGNED,
         tiles=profile.tiles,
         alignment=profile.alignment,
         brightness_cv=profile.brightness_cv,

@@ -96,3 +96,11 @@ def test_a_tiled_bank_scores_on_the_stitched_grid(packaged):
     assert bank.profile.tiles == (1, 2) and bank.profile.describe().startswith("1x2 tiles")
     (scored,) = score_images(packaged, bank, [part(7, size=(480, 240))])
     assert scored.grid[1] == 2 * scored.grid[0]  # two square tiles side by side
+    # the seam between the tiles is a border too: its ring statistics are the outer ring's
+    assert bank.calibration is not None and bank.calibration.rings is not None
+    z = bank.patch_z(scored.distance_grid)
+    seam, inner = scored.grid[0] - 1, scored.grid[0] // 2
+    ring = bank.calibration.rings
+    row = scored.grid[0] // 2
+    assert np.isclose(z[row, seam], (scored.distance_grid[row, seam] - ring.mean[0]) / ring.std[0], rtol=1e-5)
+    assert np.isclose(z[row, inner], (scored.distance_grid[row, inner] - ring.mean[-1]) / ring.std[-1], rtol=1e-5)

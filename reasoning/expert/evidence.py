@@ -3,9 +3,9 @@ own decision threshold) and an image score, and the verdict that fuses them.
 
 - ``references``: nearest-normal-patch distances against the category's memory bank, read as z
   against the normal distances of each patch's ring from the border (``MemoryBank.patch_z``) and
-  scaled by the bank's leave-one-out calibration; the image score is the logistic of the image z (the larger
-  of the local score's and, when the bank's profile keeps it, the global embedding's:
-  ``Calibration.image_z``) over 3.
+  scaled by the bank's leave-one-out calibration; the image score is the logistic of the image z
+  (the larger of the local score's and, when the bank's profile keeps it, the global
+  embedding's: ``Calibration.image_z``) over 3.
 - ``zero_shot``: the eq. 2 map of CLIP patch tokens against the prompt pair.
 - the verdict: the mean of the maps and of the scores (``anomaly_map.fuse``), binarised at the
   settings' threshold with hysteresis (``grow``), with regions.
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from kbengine.core.banks.profile import GLOBAL_ALIGNED
 from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.scoring import image_score
 from kbengine.core.query import Query
@@ -36,11 +35,10 @@ def score_rule(reference: ReferenceBank) -> str:
     bank = reference.bank
     if bank.calibration is None:
         return "top-1% mean of the smoothed patch distances (uncalibrated: one reference)"
-    if bank.profile.global_term:
+    off = bank.profile.global_term_off()
+    if off is None:
         return f"max of the {LOCAL_RULE} and the global embedding z"
-    if bank.profile.alignment < GLOBAL_ALIGNED:
-        return f"{LOCAL_RULE}; global term off (the references share no layout)"
-    return f"{LOCAL_RULE}; global term off (the references' global spread is wide)"
+    return f"{LOCAL_RULE}; global term off ({off})"
 
 
 @dataclass

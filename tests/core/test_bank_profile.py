@@ -71,6 +71,9 @@ def test_the_global_term_needs_aligned_references_that_agree():
     assert not with_global_spread(base, np.array([0.01, 0.2, 0.02, 0.15])).global_term
     assert not with_global_spread(base, np.array([0.05])).global_term
     assert not with_global_spread(BankProfile(alignment=0.36), agree).global_term  # no shared layout
+    assert with_global_spread(base, agree).global_term_off() is None
+    assert "layout" in str(with_global_spread(BankProfile(alignment=0.36), agree).global_term_off())
+    assert "spread" in str(with_global_spread(base, np.array([0.01, 0.2, 0.02, 0.15])).global_term_off())
 
 
 def test_a_texture_bank_leaves_the_global_term_out_and_an_aligned_part_keeps_it(packaged):

@@ -13,10 +13,11 @@ patches to the nearest border, the rings from ``RING_DEPTH`` inwards pooled as o
 fitted on the references' leave-one-out grids. The interior keeps its order; only the border
 rings are brought to the interior's scale. Measured with 16 references (image AUROC of the local
 score, raw / ring z; the README has the table): magnetic tile 0.650 / 0.766, real grass 0.755 /
-0.865, gravel 0.734 / 0.927, brick 0.990 / 1.000, elpv (32) 0.818 / 0.844, generated parts 1.000
-/ 1.000; pixel F1-max on magnetic tile 0.219 / 0.272. Depth 5 against 2, 3, 7 and 9: magnetic
-tile 0.752 / 0.766 / 0.766 / 0.766 / 0.767, gravel 0.870 / 0.891 / 0.927 / 0.922 / 0.922; one
-z per grid position instead of per ring has too few samples (magnetic tile 0.719).
+0.865, gravel 0.734 / 0.927, brick 0.990 / 1.000, elpv (32) 0.818 / 0.844, generated parts
+1.000 / 1.000; pixel F1-max on magnetic tile, on the patch grid, 0.219 / 0.272. Depth 5 against
+2, 3, 7 and 9: magnetic tile 0.752 / 0.766 / 0.766 / 0.766 / 0.767, gravel 0.870 / 0.891 /
+0.927 / 0.922 / 0.922; one z per grid position instead of per ring has too few samples
+(magnetic tile 0.719).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ z = 3).
 Image level: the local score's z is combined (max) with the z of the image's global embedding
 distance to its nearest reference (leave-one-out statistics), which catches changes spread over
 the whole part, when the category's profile keeps the global term (``profile``: the references'
-own global spread decides; the README has the figures).
+alignment and their own global spread decide; the README has the figures).
 
 How photos are read (brightness standardisation, tiles, flipped references) is the category's
 ``BankProfile``, decided here from the references alone and applied alike to every query.

@@ -89,6 +89,14 @@ class BankProfile:
             parts.append("references flipped")
         return ", ".join(parts)
 
+    def global_term_off(self) -> str | None:
+        """Why the global term is left out, in words; None when it is kept."""
+        if self.global_term:
+            return None
+        if self.alignment < GLOBAL_ALIGNED:
+            return "the references share no layout"
+        return "the references' global spread is wide"
+
 
 def profile_references(references: Sequence[Image.Image], augment: str = "never", tiles: str = "off") -> BankProfile:
     """The profile the references call for (``global_term`` is settled later, from their

@@ -64,7 +64,9 @@ def test_a_bank_calibrates_on_ring_z_and_keeps_the_rings_in_its_arrays(packaged)
     np.testing.assert_allclose(loaded.patch_z(scores.distance_grid), z)
 
 
-@pytest.mark.parametrize("rings_array", [None, np.zeros((0, 0)), np.ones((3, 4)), np.ones(6)])
+@pytest.mark.parametrize(
+    "rings_array", [None, np.zeros((0, 0)), np.ones((3, 4)), np.ones(6), np.array([[1.0, np.nan], [1.0, 1.0]])]
+)
 def test_a_bank_without_usable_rings_reads_distances_as_they_are(packaged, rings_array):
     arrays = build_bank(packaged, textures(2)).to_arrays()
     if rings_array is None:

@@ -75,8 +75,8 @@ class RingStats:
 
     @classmethod
     def from_array(cls, values: np.ndarray) -> RingStats | None:
-        """``to_array``'s (2, rings) array; None for an empty or misshapen one (distances are
-        then read unscaled)."""
-        if values.ndim != 2 or values.shape[0] != 2 or values.shape[1] == 0:
+        """``to_array``'s (2, rings) array; None for an empty, misshapen or non-finite one
+        (distances are then read unscaled)."""
+        if values.ndim != 2 or values.shape[0] != 2 or values.shape[1] == 0 or not np.isfinite(values).all():
             return None
         return cls(values[0].astype(np.float64), np.maximum(values[1].astype(np.float64), STD_FLOOR))

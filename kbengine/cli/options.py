@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 KbDir = Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder (default ./kb or KBENGINE_KB).")]
 Url = Annotated[str | None, typer.Option("--url", help="Qdrant server URL (KBENGINE_QDRANT_URL).")]
 Collection = Annotated[str | None, typer.Option("--collection", help="Collection name in server mode.")]
-Encoder = Annotated[str | None, typer.Option("--encoder", help="auto | packaged | open_clip (KBENGINE_ENCODER).")]
+Encoder = Annotated[
+    str | None, typer.Option("--encoder", help="auto | packaged | open_clip | dinov2 (KBENGINE_ENCODER).")
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Strategy = Annotated[
     str, typer.Option("--strategy", "-s", help="kde (Q2K: Bayesian mixture + KDE-weighted clusters) | topk | mmr.")

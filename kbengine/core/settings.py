@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     encoder: str = Field(
         "auto",
         description="'auto' (the knowledge base's own, else open_clip when its weights are present, "
-        "else packaged), 'packaged' or 'open_clip'.",
+        "else packaged), 'packaged', 'open_clip' or 'dinov2'.",
     )
     clip_model: str = Field("ViT-L-14-336", description="open_clip model name or 'local-dir:PATH'.")
     clip_pretrained: str = Field(
@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     clip_cache_dir: Path | None = None
     clip_vv_blocks: int | None = Field(
         None, description="ViT blocks with V-V attention for the AD Expert's local patch tokens (default: half)."
+    )
+    dino_model: str | None = Field(
+        None,
+        description="DINOv2 weights for encoder 'dinov2': a local transformers folder or a hub id already in the "
+        "local Hugging Face cache (never downloaded).",
+    )
+    dino_image_size: int = Field(
+        224,
+        ge=1,
+        description="Side images are resized to, whole, for encoder 'dinov2' (rounded to the nearest multiple of "
+        "the 14 px patch size).",
     )
     device: str = Field("cpu", description="torch device for the encoders.")
     batch_size: int = Field(16, ge=1)

@@ -48,7 +48,26 @@ def _open_clip(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
     )
 
 
-ENCODERS: dict[str, Builder] = {"packaged": _packaged, "open_clip": _open_clip}
+def _dinov2(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
+    """DINOv2 from ``dino_model``; a knowledge base built with it reopens with the folder or hub id
+    it recorded when ``dino_model`` is not set, and with its input size under ``encoder=auto``
+    unless ``dino_image_size`` is set. The same weights found at another path or hub id keep the
+    stored identity (lock ids and caches are keyed by it)."""
+    from kbengine.core.encoders.dinov2 import Dinov2Encoder, stored_image_size
+
+    own = stored if stored is not None and stored.backend == "dinov2" else None
+    model, size = settings.dino_model, settings.dino_image_size
+    if own is not None:
+        model = model or own.model
+        if settings.encoder == "auto" and "dino_image_size" not in settings.model_fields_set:
+            size = stored_image_size(own.weights) or size
+    encoder = Dinov2Encoder(model, image_size=size, device=settings.device)
+    if own is not None and own.weights == encoder.identity.weights and own.image_dim == encoder.identity.image_dim:
+        encoder.identity = own
+    return encoder
+
+
+ENCODERS: dict[str, Builder] = {"packaged": _packaged, "open_clip": _open_clip, "dinov2": _dinov2}
 """Backend name -> builder."""
 
 

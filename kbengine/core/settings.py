@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         description="'auto' (the knowledge base's own, else open_clip when its weights are present, "
         "else packaged), 'packaged', 'open_clip' or 'dinov2'.",
     )
+    packaged_model: Literal["lite0", "lite1", "lite2"] | None = Field(
+        None,
+        description="The packaged encoder's EfficientNet-Lite variant (lite0 224 px, lite1 240 px, lite2 260 px); "
+        "unset: the knowledge base's own, else the default (docs/suite.md has the figures behind it).",
+    )
     clip_model: str = Field("ViT-L-14-336", description="open_clip model name or 'local-dir:PATH'.")
     clip_pretrained: str = Field(
         "openai", description="open_clip weights: a tag ('openai'), a local file, or 'random' (tests)."

@@ -27,9 +27,12 @@ Builder = Callable[[Settings, EncoderIdentity | None], Encoder]
 
 
 def _packaged(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
-    from kbengine.core.encoders.packaged import PackagedEncoder
+    """The EfficientNet-Lite variant the settings name (``packaged_model``), else the knowledge
+    base's own, else the default; a knowledge base from before the variants was built with Lite0."""
+    from kbengine.core.encoders.packaged import DEFAULT_VARIANT, PackagedEncoder, variant_of
 
-    return PackagedEncoder(device=settings.device)
+    own = variant_of(stored.model) if stored is not None and stored.backend == "packaged" else None
+    return PackagedEncoder(device=settings.device, variant=settings.packaged_model or own or DEFAULT_VARIANT)
 
 
 def _open_clip(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
@@ -120,6 +123,7 @@ def get_encoder(settings: Settings, stored: EncoderIdentity | None = None) -> En
         raise EncoderMismatchError(
             f"this knowledge base was built with encoder {stored.name} (image {stored.image_dim}-d, "
             f"text {stored.text_dim}-d) but {encoder.identity.name} was asked for; open it with the "
-            "same encoder (or --encoder auto), or ingest into a new knowledge base"
+            "same encoder (--encoder auto, with KBENGINE_PACKAGED_MODEL / KBENGINE_DINO_MODEL unset or as it was "
+            "built), or ingest into a new knowledge base"
         )
     return encoder

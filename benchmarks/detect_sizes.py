@@ -4,6 +4,7 @@ size, beside the p50 of one encoder forward pass measured in the same run (the r
 figure to read: it holds across machines).
 
     python benchmarks/detect_sizes.py [--images 12]
+    KBENGINE_PACKAGED_MODEL=lite2 python benchmarks/detect_sizes.py     # another backbone
 
 Large photos are read as tiles (the category's ``BankProfile``); the bank build time and the
 tiles are printed per size. Generated parts (``kbengine.synth``) stand in for photos: the
@@ -13,6 +14,8 @@ timings do not depend on what the photo shows.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +50,8 @@ def main() -> None:
         return image.crop((0, 0, *size))
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(encoder="packaged", kb=Path(tmp) / "kb")
+        backend = {} if os.environ.get("KBENGINE_ENCODER") else {"encoder": "packaged"}
+        settings = Settings(kb=Path(tmp) / "kb", **backend)  # type: ignore[arg-type]
         with KnowledgeBase.open(settings=settings) as kb:
             encoder, detector = kb.encoder, kb.detector
             probe = photo(1, (256, 256), None)
@@ -58,7 +62,8 @@ def main() -> None:
                 encoder.embed_images([probe])
                 forward.append((time.perf_counter() - start) * 1000)
             one_pass = p50(forward)
-            print(f"one encoder forward pass (224x224): p50 {one_pass:.1f} ms")
+            print(f"encoder {encoder.identity.name}")
+            print(f"one encoder forward pass (a 256x256 photo): p50 {one_pass:.1f} ms")
             print(f"{'photo':>10} {'tiles':>6} {'bank s':>7} {'patches':>8} {'p50 ms':>8} {'passes':>7}")
             for size in SIZES:
                 normals = [photo(70_000 + i, size, None) for i in range(args.refs)]
@@ -79,6 +84,7 @@ def main() -> None:
                     f"{size[0]:>5}x{size[1]:<4} {tiles:>6} {build:>7.1f} {len(bank.patches):>8} "
                     f"{median:>8.1f} {median / one_pass:>7.1f}"
                 )
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
 
 
 if __name__ == "__main__":

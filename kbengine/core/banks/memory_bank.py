@@ -59,10 +59,14 @@ EMBED_BATCH = 8
 POOL_FACTOR = 2
 
 
+SHALLOW_LAYERS_LEFT_OUT = 1
+"""The encoder's shallowest patch layers the bank leaves out (when it has three or more)."""
+
+
 def reference_layers(encoder: Encoder) -> tuple[int, ...]:
     """The blocks whose patch features the memory bank uses (mid-level: local and semantic)."""
     layers = tuple(sorted(encoder.patch_layers))
-    return layers[1:] if len(layers) >= 3 else layers
+    return layers[SHALLOW_LAYERS_LEFT_OUT:] if len(layers) >= 3 else layers
 
 
 @dataclass

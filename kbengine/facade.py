@@ -313,13 +313,14 @@ class KnowledgeBase:
         against the category's normal references) when the category has them; ``global`` or
         ``region`` use one alone (see :class:`retrieval.seeker.Seeker`).
 
-        ``focus=True``: the AD Expert finds the defect region (normal references of the category,
-        given or inferred, are needed) and its crop's embedding becomes a second key and the key of
-        the type prediction. Off by default (the README has the measurements)."""
+        ``focus=True``: the defect region against the category's normal references (given or
+        inferred; they are needed) is cropped, and the crop's embedding becomes a second key and the
+        key of the type prediction (:meth:`retrieval.seeker.Seeker.focus_key`). Off by default (the
+        README has the measurements)."""
         category = normalise_name(category) if category else None
         defect_type = normalise_name(defect_type) if defect_type else None
         query = self.query(image)
-        focus_key = self.detector.focus_key(query, category) if focus else None
+        focus_key = self.seeker.focus_key(query, category) if focus else None
         if focus and focus_key is None:
             raise InvalidInputError(
                 "focus needs normal references of the part's category in the knowledge base; none found"

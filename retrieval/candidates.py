@@ -10,8 +10,9 @@ Pipelines (the paper's "textual and visual retrieval pipelines"):
 - ``region>region``: the query's region key (its anomalous region against its category's normal
   references, ``kbengine.core.banks.region``) against the region locks of that category, when the
   category has normal references.
-- ``focus>image``: the embedding of the query's defect region (a crop the AD Expert picks) against
-  the image locks, when the caller gives one (``kb.seek(focus=...)``).
+- ``focus>image``: the embedding of the query's defect region (a crop around the strongest region
+  of its reference map, ``Seeker.focus_key``) against the image locks, when the caller gives one
+  (``kb.seek(focus=...)``).
 
 Each pipeline asks the store for its top ``M`` locks. A document with many locks (a dataset
 folder of hundreds of photos) could fill all M, so when the locks found name fewer than

@@ -95,8 +95,8 @@ class Seeker:
         ``key``: ``auto`` (default) searches with the global embedding and, when the category (given,
         else the nearest knowledge's) has normal references and region locks, with the region key
         too, fused; ``global`` only the former; ``region`` only the latter (an error when there is
-        none). ``focus_key``, an embedding of the image's defect region crop (the AD Expert's), adds
-        the ``focus>image`` pipeline and is the key of the defect-type prediction."""
+        none). ``focus_key``, an embedding of the image's defect region crop (``Seeker.focus_key``),
+        adds the ``focus>image`` pipeline and is the key of the defect-type prediction."""
         if key not in KEYS:
             raise InvalidInputError(f"unknown key {key!r}; choose one of {', '.join(KEYS)}")
         if k < 1:
@@ -196,6 +196,16 @@ class Seeker:
         )
 
     # -- keys and pipelines --------------------------------------------------------------------
+    def focus_key(self, image: ImageInput | Query, category: str | None) -> np.ndarray | None:
+        """The ``focus_key`` of ``seek(focus=True)``: the embedding of the crop around the defect
+        region of ``image`` against the normal references of its category (given, else the
+        nearest knowledge's; ``Query.focus_key``), binarised at the detect threshold; None when
+        that category has no normal references."""
+        query = Query.of(image, self.encoder, self.settings.max_image_pixels)
+        category = category or self.banks.category_of(query.global_key)
+        bank = self.banks.get(category) if category is not None else None
+        return query.focus_key(bank, self.settings.detect_threshold) if bank is not None else None
+
     def _image_key(self, query: Query) -> np.ndarray:
         key = query.global_key
         if not np.all(np.isfinite(key)) or not np.any(key):

@@ -1,6 +1,6 @@
 """One photo in one request. Seek, detect and ask share it, so the photo is decoded once, its
 global embedding computed once, and its patches scored against a category's bank once (the
-anomaly map and the region key read the same scores)."""
+anomaly map, the region key and the focus key read the same scores)."""
 
 from __future__ import annotations
 
@@ -126,3 +126,16 @@ class Query:
         if bank.fingerprint not in self._regions:
             self._regions[bank.fingerprint] = region_descriptor(self.patch_scores(bank), bank.bank)
         return self._regions[bank.fingerprint]
+
+    def focus_key(self, bank: ReferenceBank, threshold: float) -> np.ndarray:
+        """Seek's ``focus`` key: the global embedding of the square crop around the photo's
+        strongest anomalous region against ``bank`` (``regions.focus_crop``), on the map detect
+        draws from the references alone (``maps.reference_map``), binarised at ``threshold``."""
+        from kbengine.core.maps import reference_map, resize_map  # scipy.ndimage: only when focus is asked for
+        from kbengine.core.regions import find_regions, focus_crop, grow, scale_regions
+
+        anomaly_map = np.clip(reference_map(self.patch_scores(bank).distance_grid, bank.bank, self.size), 0.0, 1.0)
+        working = anomaly_map.shape[1], anomaly_map.shape[0]
+        regions = scale_regions(find_regions(anomaly_map, grow(anomaly_map, threshold)), working, self.size)
+        crop = focus_crop(self.picture, resize_map(anomaly_map, *self.size), regions)
+        return self.encoder.embed_images([crop])[0]

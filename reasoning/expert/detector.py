@@ -12,7 +12,8 @@ Evidence, by ``mode``:
 One global embedding per image serves the category guess, the global z of the references, the
 zero-shot image score, learned prompts and the predicted defect type: the nearest defect-type
 centroid (the type service seek uses). Region-focused type keys were measured against it (the
-README has the figures); the crop around the strongest region remains seek's ``focus`` key.
+README has the figures); seek's ``focus`` key, the crop around the strongest region of the same
+reference map, is computed below the layers (``Query.focus_key``), not here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.region import region_fingerprint
@@ -31,14 +31,14 @@ from kbengine.core.cache import elapsed_ms
 from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import ImageInput
+from kbengine.core.maps import resize_map
 from kbengine.core.query import Query, query_batches
-from kbengine.core.schemas import Detection, Evidence, FileFailure, Region
+from kbengine.core.regions import scale_regions
+from kbengine.core.schemas import Detection, Evidence, FileFailure
 from kbengine.core.settings import Settings
-from reasoning.expert.anomaly_map import resize_map
 from reasoning.expert.domains import Domain
 from reasoning.expert.evidence import MapEvidence, reference_evidence, score_rule, verdict, zero_shot_evidence
 from reasoning.expert.knowledge import ExpertKnowledge
-from reasoning.expert.regions import scale_regions
 from reasoning.expert.zero_shot import TextPair, require_joint
 from retrieval.centroids import TypeService
 
@@ -47,22 +47,6 @@ if TYPE_CHECKING:
 
 MODES: tuple[str, ...] = ("auto", "zero-shot", "references", "both")
 MIN_SIDE = 16
-
-
-def focus_crop(picture: Image.Image, anomaly_map: np.ndarray, regions: list[Region]) -> Image.Image:
-    """A square crop around the strongest region (or the map's peak), at least a third of the
-    image's shorter side and 1.5x the region's box."""
-    width, height = picture.size
-    if regions:
-        x0, y0, x1, y1 = regions[0].bbox
-        cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, 1.5 * max(x1 - x0, y1 - y0)
-    else:
-        peak_y, peak_x = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
-        cx, cy, side = float(peak_x), float(peak_y), 0.0
-    side = min(max(side, min(width, height) / 3), min(width, height))
-    left = int(np.clip(cx - side / 2, 0, width - side))
-    top = int(np.clip(cy - side / 2, 0, height - side))
-    return picture.crop((left, top, left + int(side), top + int(side)))
 
 
 @dataclass
@@ -247,15 +231,5 @@ class Detector:
             timings_ms=timings,
         )
 
-    def focus_key(self, image: ImageInput | Query, category: str | None) -> np.ndarray | None:
-        """Seek's ``focus`` key: the embedding of the crop around the defect region of ``image``,
-        when the (given or inferred) category has normal references; else None."""
-        query = self.load(image)
-        category = category or self.knowledge.infer_category(query.global_key)
-        if category is None or self.knowledge.banks.get(category) is None:
-            return None
-        det = self.run(query, self.plan(category, "references"))
-        return self.encoder.embed_images([focus_crop(query.picture, det.anomaly_map, det.regions)])[0]
 
-
-__all__ = ["MODES", "DetectionPlan", "Detector", "focus_crop"]
+__all__ = ["MODES", "DetectionPlan", "Detector"]

@@ -3,12 +3,13 @@ own decision threshold) and an image score, and the verdict that fuses them.
 
 - ``references``: nearest-normal-patch distances against the category's memory bank, read as z
   against the normal distances of each patch's ring from the border (``MemoryBank.patch_z``) and
-  scaled by the bank's leave-one-out calibration; the image score is the logistic of the image z
+  scaled by the bank's leave-one-out calibration (the map: ``kbengine.core.maps.reference_map``,
+  which seek's focus key reads too); the image score is the logistic of the image z
   (the larger of the local score's and, when the bank's profile keeps it, the global
   embedding's: ``Calibration.image_z``) over 3.
 - ``zero_shot``: the eq. 2 map of CLIP patch tokens against the prompt pair.
 - the verdict: the mean of the maps and of the scores (``anomaly_map.fuse``), binarised at the
-  settings' threshold with hysteresis (``grow``), with regions.
+  settings' threshold with hysteresis (``kbengine.core.regions.grow``), with regions.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from kbengine.core.banks.references import ReferenceBank
 from kbengine.core.banks.scoring import image_score
+from kbengine.core.maps import logistic, reference_map, upsample, working_size
 from kbengine.core.query import Query
+from kbengine.core.regions import find_regions, grow
 from kbengine.core.schemas import Region
-from reasoning.expert.anomaly_map import fuse, logistic, scale_distances, upsample, working_size
-from reasoning.expert.regions import find_regions
+from reasoning.expert.anomaly_map import fuse
 from reasoning.expert.zero_shot import TextPair, zero_shot
 
 FUSION_RULE = "mean of the [0, 1] maps and of the image scores"
@@ -44,7 +45,7 @@ def score_rule(reference: ReferenceBank) -> str:
 @dataclass
 class MapEvidence:
     anomaly_map: np.ndarray
-    """float32 in [0, 1], at the photo's working resolution (``anomaly_map.working_size``)."""
+    """float32 in [0, 1], at the photo's working resolution (``kbengine.core.maps.working_size``)."""
     score: float | None
     """The image score in [0, 1]; None when it is a raw distance that must not be averaged."""
     calibrated: bool
@@ -54,19 +55,16 @@ class MapEvidence:
 def reference_evidence(query: Query, reference: ReferenceBank, *, alone: bool) -> MapEvidence:
     """Evidence from normal references. ``alone``: no other evidence will be fused, so an
     uncalibrated (one-reference) raw score may stand as the image score."""
-    width, height = working_size(*query.size)
     bank = reference.bank
     distances = query.patch_scores(reference).distance_grid
+    anomaly_map = reference_map(distances, bank, query.size)
     c = bank.calibration
     if c is not None:
         global_distance = bank.global_distance(query.bank_global_key(reference)) if bank.profile.global_term else None
-        patch_z = bank.patch_z(distances)
-        z = c.image_z(image_score(patch_z), global_distance)
-        scaled = scale_distances(patch_z, c.patch_mean, c.patch_threshold)
-        return MapEvidence(upsample(scaled, width, height), float(logistic(z / 3.0)), calibrated=True)
-    low, high = float(np.median(distances)), float(np.quantile(distances, 0.99))
+        z = c.image_z(image_score(bank.patch_z(distances)), global_distance)
+        return MapEvidence(anomaly_map, float(logistic(z / 3.0)), calibrated=True)
     return MapEvidence(
-        upsample(scale_distances(distances, low, high), width, height),
+        anomaly_map,
         image_score(distances) if alone else None,  # a raw distance is not a probability: never average it
         calibrated=False,
         notes=["one normal reference: no calibrated threshold; add more good images"],
@@ -77,27 +75,6 @@ def zero_shot_evidence(query: Query, texts: TextPair, form: str) -> MapEvidence:
     """Evidence from CLIP prompts; its scale is the prompts' own, so it counts as calibrated."""
     grid, score = zero_shot(query.encoder, query.picture, query.global_key, texts, form)
     return MapEvidence(upsample(grid, *working_size(*query.size)), score, calibrated=True)
-
-
-GROW = 0.7
-"""Hysteresis: a region is seeded where the map reaches the threshold and grown over the connected
-pixels above ``GROW`` x the threshold (the reference map's 0.35 is about 85% of the distance the
-threshold stands for). Measured on the real textures / generated parts (16 references), region
-recall (ground-truth regions at least half inside a box) and box precision: at the threshold
-alone 0.53 / 0.82 and 0.56 / 0.71; the threshold lowered to 0.35 everywhere 0.63 / 0.91 and
-0.26 / 0.57; grown 0.61 / 0.91 and 0.46 / 0.69."""
-
-
-def grow(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
-    """The mask: the connected components of ``map >= GROW * threshold`` that reach ``threshold``."""
-    seeds = anomaly_map >= threshold
-    if not seeds.any():
-        return seeds
-    labels, count = ndimage.label(anomaly_map >= GROW * threshold, structure=np.ones((3, 3), bool))
-    keep = np.zeros(count + 1, bool)
-    keep[np.unique(labels[seeds])] = True
-    keep[0] = False
-    return keep[labels]
 
 
 @dataclass

@@ -17,14 +17,13 @@ from kbengine import synth
 from kbengine.cli import app
 from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
+from kbengine.core.regions import focus_crop, grow, location_phrase
 from kbengine.core.schemas import Detection
 from kbengine.core.settings import Settings
 from kbengine.evaluation.reports import ZsadReport
 from kbengine.evaluation.zsad import eval_zsad
 from reasoning.expert.domains import INDUSTRIAL, load_domain
-from reasoning.expert.evidence import grow
 from reasoning.expert.metrics import auroc
-from reasoning.expert.regions import location_phrase
 from tests.conftest import open_kb
 
 SIZE = 224
@@ -125,6 +124,21 @@ def test_seek_with_a_focus_key(expert_kb, packaged):
     assert [p.name for p in plain.diagnostics.pipelines] == ["image>image"]
     assert [p.name for p in focused.diagnostics.pipelines] == ["image>image", "focus>image"]
     assert focused.hits[0].category == "disc" and "focus>image" in focused.hits[0].pipeline_scores
+
+
+def test_the_focus_key_is_the_crop_around_the_strongest_region_detect_finds(expert_kb, packaged):
+    """Seek's focus key comes from the query and the bank (``Query.focus_key``), not from the AD
+    Expert, and is what the expert's references-only detection gave: the embedding of the crop
+    around its strongest region (a large photo: mapped at working resolution, cropped at its own)."""
+    photos = [("disc", "scratch", 41_004, None), ("tile", "crack", 41_005, None), ("disc", None, 41_007, None)]
+    with open_kb(expert_kb, packaged) as kb:
+        for category, defect, seed, resized in [*photos, ("tile", "hole", 41_006, (700, 500))]:
+            picture = synth.sample(category, defect, seed, SIZE)[0]
+            query = kb.query(picture.resize(resized) if resized else picture)
+            for given in (category, None):
+                det = kb.detect(query, given, mode="references")
+                expected = packaged.embed_images([focus_crop(query.picture, det.anomaly_map, det.regions)])[0]
+                np.testing.assert_array_equal(kb.seeker.focus_key(query, given), expected)
 
 
 def test_softmax_map_form(tmp_path, tiny_clip, material):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from kbengine.core import __version__ as __version__
+
 if TYPE_CHECKING:
     from kbengine.core.errors import KBEngineError
     from kbengine.core.schemas import Answer, Detection, IngestReport, KBInfo, KnowledgeDocument, SeekResult
@@ -38,7 +40,6 @@ __all__ = [
     "SeekResult",
     "Settings",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,9 @@
 """The ``KnowledgeBase`` facade: opens the store, picks the encoder, wires the layers.
 
 The shell sits on top of every layer; it imports them inside the methods that need them, so
-``import kbengine`` and ``kbengine --help`` stay fast."""
+``import kbengine`` and ``kbengine --help`` stay fast. Lifecycle and verify take the facade's
+parts (store, blobs, settings: ``kbengine.core.parts``) and what else they use (the encoder, a
+way to ingest), never the facade: it calls them."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from kbengine.core.datasets import under
 from kbengine.core.encoders import Encoder, EncoderIdentity, get_encoder
 from kbengine.core.errors import InvalidInputError, KBEngineError
 from kbengine.core.images import ImageInput
+from kbengine.core.parts import blob_root
 from kbengine.core.schemas import (
     SOURCE_KIND,
     Answer,
@@ -60,9 +63,8 @@ class KnowledgeBase:
         self.settings = settings
         self.store = store
         self._encoder = encoder
-        self.identity: EncoderIdentity | None = store.read_identity()
-        blob_root = settings.blob_dir or (settings.kb / "blobs")
-        self.blobs = BlobStore(Path(blob_root))
+        self._identity: EncoderIdentity | None = store.read_identity()
+        self.blobs = BlobStore(blob_root(settings))
         self._types: TypeService | None = None
         self._banks: ReferenceBanks | None = None
         self._seeker: Seeker | None = None
@@ -103,6 +105,18 @@ class KnowledgeBase:
         except BaseException:
             store.close()
             raise
+
+    @property
+    def identity(self) -> EncoderIdentity | None:
+        """The encoder the knowledge base was built with; None before anything is stored, and read
+        from the store again while it is None (so a knowledge base a migrate filled learns it)."""
+        if self._identity is None:
+            self._identity = self.store.read_identity()
+        return self._identity
+
+    @identity.setter
+    def identity(self, identity: EncoderIdentity | None) -> None:
+        self._identity = identity
 
     @property
     def encoder(self) -> Encoder:
@@ -530,14 +544,15 @@ class KnowledgeBase:
         if collection:
             changes["collection"] = collection
         target = self.settings.model_copy(update=changes)
-        return migrate_to(self, target, verify=verify, replace=replace, progress=progress)
+        encoder = self.encoder if verify else None
+        return migrate_to(self, target, verify=verify, replace=replace, progress=progress, encoder=encoder)
 
     def gc(self, *, dry_run: bool = False, min_age: float | None = None) -> GcReport:
         """Delete blobs and cache files nothing references (never a referenced one); see
         :mod:`kbengine.lifecycle.gc`."""
         from kbengine.lifecycle import collect_garbage
 
-        return collect_garbage(self, dry_run=dry_run, min_age=min_age)
+        return collect_garbage(self, banks=lambda: self.banks, dry_run=dry_run, min_age=min_age)
 
     def _changed(self, report: EditReport) -> None:
         """Drop what this object caches about the labels after a remove or relabel."""
@@ -574,7 +589,7 @@ class KnowledgeBase:
         and check again; see :mod:`kbengine.verify`."""
         from kbengine.verify import verify
 
-        return verify(self, repair=repair)
+        return verify(self, repair=repair, ingest=self.ingest)
 
     def close(self) -> None:
         self.store.close()

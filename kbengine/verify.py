@@ -19,21 +19,23 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, computed_field
 
 from kbengine.core.blobs import BlobDamage, BlobStore
 from kbengine.core.cache import TEMP_PREFIX, cache_folder, damage, remove_stale_temps
-from kbengine.core.schemas import SOURCE_KIND, LockSource, SourceMarker
+from kbengine.core.errors import InvalidInputError
+from kbengine.core.parts import KnowledgeBaseParts
+from kbengine.core.schemas import SOURCE_KIND, IngestReport, LockSource, SourceMarker
 from kbengine.core.store import Store, Where
 
-if TYPE_CHECKING:
-    from kbengine.facade import KnowledgeBase
+Ingest = Callable[[list[str]], IngestReport]
+"""How ``repair`` ingests sources again: the facade's ``ingest`` (which keeps its caches current)."""
 
 ProblemKind = Literal[
     "locks missing",
@@ -114,14 +116,18 @@ class _Findings:
     caches: list[Path]
 
 
-def verify(kb: KnowledgeBase, *, repair: bool = False) -> VerifyReport:
-    """Check ``kb`` (see the module docstring); with ``repair``, repair what can be and check again."""
+def verify(kb: KnowledgeBaseParts, *, repair: bool = False, ingest: Ingest | None = None) -> VerifyReport:
+    """Check ``kb`` (its store, blobs and settings; see the module docstring); with ``repair``,
+    repair what can be, ingesting damaged sources again through ``ingest``, and check again."""
     started = time.perf_counter()
+    if repair and ingest is None:
+        raise InvalidInputError("verify(repair=True) ingests sources again: pass ingest (the facade's kb.ingest)")
     found = _inspect(kb.store, kb.blobs, cache_folder(kb.settings))
     if not repair:
         found.report.seconds = round(time.perf_counter() - started, 3)
         return found.report
-    done = _repair(kb, found)
+    assert ingest is not None  # checked above
+    done = _repair(kb, found, ingest)
     report = _inspect(kb.store, kb.blobs, cache_folder(kb.settings)).report
     report.repaired = done
     report.seconds = round(time.perf_counter() - started, 3)
@@ -266,7 +272,7 @@ def _check_caches(folder: Path | None) -> tuple[list[tuple[Path, str]], int]:
     return bad, len(files)
 
 
-def _repair(kb: KnowledgeBase, found: _Findings) -> list[str]:
+def _repair(kb: KnowledgeBaseParts, found: _Findings, ingest: Ingest) -> list[str]:
     done: list[str] = []
     for path in found.caches:
         try:
@@ -287,7 +293,7 @@ def _repair(kb: KnowledgeBase, found: _Findings) -> list[str]:
         if entry.key in found.recount:  # without its marker, ingest redoes the source whole
             kb.store.delete(Where.of(kind=SOURCE_KIND, source=entry.key))
     paths = sorted({entry.ingest_path for entry in targets})
-    result = kb.ingest(paths)
+    result = ingest(paths)
     failed = {f.path: f.reason for f in result.failed}
     done += [f"ingested {path} again" for path in paths if path not in failed]
     done += [f"could not ingest {path} again: {reason}" for path, reason in failed.items()]

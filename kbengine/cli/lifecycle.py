@@ -132,10 +132,8 @@ def snapshot_create(
     """Write the knowledge base to one file, while holding its lock.
 
     The file holds every point, the blobs its locks name and a manifest with the sha256 of each member."""
-    from kbengine.lifecycle import create_snapshot
-
     with options.existing_kb(kb_dir, url, collection) as kb:
-        report = create_snapshot(kb, file, force=force)
+        report = kb.snapshot(file, force=force)
     show(report, as_json, print_snapshot)
 
 
@@ -210,7 +208,10 @@ def migrate(
     with options.open_kb(source) as kb:
         bar, update = progress_bar("migrating")
         with bar:
-            report = migrate_to(kb, target, batch=batch, verify=verify, replace=replace, progress=update)
+            encoder = kb.encoder if verify else None  # the seeks --verify compares
+            report = migrate_to(
+                kb, target, batch=batch, verify=verify, replace=replace, progress=update, encoder=encoder
+            )
     show(report, as_json, print_migrate)
     if to_url is not None and Path(report.blob_dir).resolve() == (source.kb / "blobs").resolve() and not as_json:
         err.print(
@@ -239,8 +240,6 @@ def gc(
     as_json: options.Json = False,
 ) -> None:
     """Remove the blobs no lock references and the cache entries nothing uses (never a referenced blob)."""
-    from kbengine.lifecycle import collect_garbage
-
     with options.existing_kb(kb_dir, url, collection) as kb:
-        report = collect_garbage(kb, dry_run=dry_run, min_age=min_age)
+        report = kb.gc(dry_run=dry_run, min_age=min_age)
     show(report, as_json, print_gc)

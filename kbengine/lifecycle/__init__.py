@@ -1,10 +1,12 @@
 """A knowledge base's lifecycle beyond ingest: snapshot and restore, migrate between the embedded
 store and a Qdrant server, and garbage collection of blobs and caches.
 
-Each operation is a function on a :class:`~kbengine.facade.KnowledgeBase` (or settings) that
-returns a typed report; the facade and the CLI are thin shells over them. Like ``kbengine.verify``
-this module sits beside the facade: it reads the facade's objects but never imports the facade
-at run time, so the facade can call it."""
+Each operation is a function on a knowledge base's parts (its store, blobs and settings:
+:class:`~kbengine.core.parts.KnowledgeBaseParts`, which the facade is) or on settings, and returns
+a typed report; the facade and the CLI are thin shells over them. What an operation needs beyond
+the parts is passed in: ``gc`` the memory banks, ``migrate --verify`` the source's encoder. Like
+``kbengine.verify`` this package sits below the facade and never imports it (an import-linter
+contract in ``pyproject.toml``), so the facade can call it."""
 
 from kbengine.lifecycle.gc import GcReport, collect_garbage
 from kbengine.lifecycle.migrate import MigrateReport, MigrateVerification, migrate, migrate_to

@@ -21,19 +21,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from kbengine.core.banks.references import ReferenceBanks
 from kbengine.core.blobs import BLOB_NAME
 from kbengine.core.cache import FINGERPRINT, STALE_TEMP_SECONDS, TEMP_PREFIX, cache_folder, damage
 from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError
+from kbengine.core.parts import KnowledgeBaseParts
 from kbengine.core.schemas import BlobRef
-
-if TYPE_CHECKING:
-    from kbengine.facade import KnowledgeBase
 
 SERVER_MIN_AGE = 3600.0
 """Server mode: an unreferenced blob younger than this may belong to an ingest still running."""
@@ -55,10 +54,18 @@ class GcReport(BaseModel):
     seconds: float = 0.0
 
 
-def collect_garbage(kb: KnowledgeBase, *, dry_run: bool = False, min_age: float | None = None) -> GcReport:
-    """Delete (``dry_run``: list) the blobs and caches of ``kb`` nothing references; see the module
-    docstring. ``min_age``: only unreferenced blobs older than this many seconds go (default 0 for
-    an embedded knowledge base, an hour for a server)."""
+def collect_garbage(
+    kb: KnowledgeBaseParts,
+    *,
+    banks: Callable[[], ReferenceBanks],
+    dry_run: bool = False,
+    min_age: float | None = None,
+) -> GcReport:
+    """Delete (``dry_run``: list) the blobs and caches of ``kb`` (its store, blobs and settings)
+    nothing references; see the module docstring. ``banks``: the knowledge base's memory banks,
+    asked for only when bank files are cached (their fingerprints name the encoder, which they
+    load). ``min_age``: only unreferenced blobs older than this many seconds go (default 0 for an
+    embedded knowledge base, an hour for a server)."""
     started = time.perf_counter()
     if min_age is not None and min_age < 0:
         raise InvalidInputError(f"min_age must be >= 0 seconds (got {min_age})")
@@ -98,7 +105,7 @@ def collect_garbage(kb: KnowledgeBase, *, dry_run: bool = False, min_age: float 
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when it is empty now
     report.blobs_missing = len(referenced - present)
-    _caches(kb, dry_run, report, now)
+    _caches(kb, banks, dry_run, report, now)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -125,7 +132,9 @@ def _fingerprint(path: Path) -> str | None:
         return None
 
 
-def _caches(kb: KnowledgeBase, dry_run: bool, report: GcReport, now: float) -> None:
+def _caches(
+    kb: KnowledgeBaseParts, banks: Callable[[], ReferenceBanks], dry_run: bool, report: GcReport, now: float
+) -> None:
     from retrieval.centroids import CACHE_NAME
 
     folder = cache_folder(kb.settings)
@@ -136,10 +145,10 @@ def _caches(kb: KnowledgeBase, dry_run: bool, report: GcReport, now: float) -> N
     for path in temps:
         _temp(path, now, dry_run, report)
     caches = [p for p in files if p.suffix == ".npz" and not p.name.startswith(TEMP_PREFIX)]
-    banks = [p for p in caches if p.parent.name == "banks"]
+    bank_files = [p for p in caches if p.parent.name == "banks"]
     current: set[str] = set()
-    if banks:
-        references = kb.banks
+    if bank_files:
+        references = banks()
         for category, has_references in references.categories().items():
             if has_references:
                 current.add(references.fingerprint(references.references(category)))
@@ -147,7 +156,7 @@ def _caches(kb: KnowledgeBase, dry_run: bool, report: GcReport, now: float) -> N
     for path in caches:
         if damage(path) is not None:
             stale = True
-        elif path in banks:
+        elif path in bank_files:
             stale = _fingerprint(path) not in current
         elif path.name == CACHE_NAME:
             stale = not has_locks

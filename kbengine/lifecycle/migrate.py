@@ -15,7 +15,11 @@ source does not (another knowledge base, or a copy taken before documents were r
 refused unless ``replace`` is given, which deletes them once everything else is copied.
 
 ``verify`` compares the two stores: the point ids and every payload, the vectors of a sample of
-points, and the seek results (top-k documents and scores) for a sample of the stored photos.
+points, and the seek results (top-k documents and scores) for a sample of the stored photos, each
+side searched with the source's encoder.
+
+Both sides are given as their parts (store, blobs, settings: ``kbengine.core.parts``), the facade
+or not; the facade's ``migrate`` calls these functions.
 """
 
 from __future__ import annotations
@@ -29,15 +33,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
+from kbengine.core.banks.references import ReferenceBanks
 from kbengine.core.blobs import BlobStore
+from kbengine.core.cache import cache_folder
+from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import EmptyKnowledgeBaseError, EncoderMismatchError, InvalidInputError
+from kbengine.core.parts import KnowledgeBaseParts, Parts
 from kbengine.core.schemas import META_KIND, SOURCE_KIND, BlobRef
 from kbengine.core.settings import Settings
 from kbengine.core.store import StorePoint, Where, get_store
 from kbengine.core.store.base import META_ID
 
 if TYPE_CHECKING:
-    from kbengine.facade import KnowledgeBase
+    from retrieval import Seeker
 
 Progress = Callable[[int, int, str], None]
 DEFAULT_BATCH = 256
@@ -138,18 +146,22 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 
 def migrate(
-    source: KnowledgeBase,
-    target: KnowledgeBase,
+    source: KnowledgeBaseParts,
+    target: KnowledgeBaseParts,
     *,
     batch: int = DEFAULT_BATCH,
     verify: bool = False,
     replace: bool = False,
     progress: Progress | None = None,
+    encoder: Encoder | None = None,
 ) -> MigrateReport:
-    """Copy ``source`` into ``target`` (see the module docstring) and return what was done."""
+    """Copy ``source`` into ``target`` (see the module docstring) and return what was done.
+    ``encoder``: the source's, which ``verify`` seeks with (needed with it)."""
     started = time.perf_counter()
     if batch < 1:
         raise InvalidInputError(f"batch must be at least 1 (got {batch})")
+    if verify and encoder is None:
+        raise InvalidInputError("migrate --verify compares seek results: it needs the source's encoder")
     src, dst = source.store, target.store
     meta = src.read_meta()
     if meta is None:
@@ -208,10 +220,10 @@ def migrate(
             dst.delete_ids(extra[i : i + batch])
         report.removed = len(extra)
     dst.finish_writes()
-    target.identity = dst.read_identity()  # a target opened empty learns its encoder, as after an ingest
     report.seconds = round(time.perf_counter() - started, 3)
     if verify:
-        report.verification = verify_copy(source, target)
+        assert encoder is not None  # checked above
+        report.verification = verify_copy(source, target, encoder)
     return report
 
 
@@ -222,28 +234,39 @@ def _changed(points: Sequence[StorePoint], stored: Sequence[StorePoint]) -> list
 
 
 def migrate_to(
-    source: KnowledgeBase,
+    source: KnowledgeBaseParts,
     target: Settings,
     *,
     batch: int = DEFAULT_BATCH,
     verify: bool = False,
     replace: bool = False,
     progress: Progress | None = None,
+    encoder: Encoder | None = None,
 ) -> MigrateReport:
     """Copy ``source`` into the store that ``target`` names (a server collection with
-    ``qdrant_url``, else the embedded knowledge base ``target.kb``), opened and closed here."""
+    ``qdrant_url``, else the embedded knowledge base ``target.kb``), opened and closed here.
+    ``encoder``: the source's, for ``verify``."""
     store = get_store(target)
     try:
-        kb_class = type(source)  # the facade's class, without importing the layer that calls us
-        copy = kb_class(target.model_copy(update={"encoder": "auto"}), store, source.encoder if verify else None)
-        return migrate(source, copy, batch=batch, verify=verify, replace=replace, progress=progress)
+        copy = Parts.of(target, store)
+        return migrate(source, copy, batch=batch, verify=verify, replace=replace, progress=progress, encoder=encoder)
     finally:
         store.close()
 
 
+def _seeker(kb: KnowledgeBaseParts, encoder: Encoder) -> Seeker:
+    """Seek on ``kb`` with ``encoder``: banks and type centroids of its own, as the facade wires them."""
+    from retrieval import Seeker, TypeService  # the retrieval layer loads only when a migrate verifies
+
+    banks = ReferenceBanks(kb.store, encoder, kb.blobs, kb.settings)
+    types = TypeService(kb.store, cache_folder(kb.settings), encoder.identity.name)
+    return Seeker(kb.store, encoder, banks, kb.settings, types)
+
+
 def verify_copy(
-    source: KnowledgeBase,
-    target: KnowledgeBase,
+    source: KnowledgeBaseParts,
+    target: KnowledgeBaseParts,
+    encoder: Encoder,
     *,
     vectors: int = VECTOR_SAMPLE,
     seeks: int = SEEK_SAMPLE,
@@ -251,7 +274,8 @@ def verify_copy(
     batch: int = 1024,
 ) -> MigrateVerification:
     """Compare ``target`` with ``source``: ids and payloads of every point, the vectors of
-    ``vectors`` sampled points, and top-k seek results for ``seeks`` sampled stored photos."""
+    ``vectors`` sampled points, and top-k seek results (with ``encoder``, the source's) for
+    ``seeks`` sampled stored photos."""
     src, dst = source.store, target.store
     source_ids = list(src.ids())
     target_ids = set(dst.ids())
@@ -287,13 +311,13 @@ def verify_copy(
         }
     )
     if seeks and photos:
-        checker = type(target)(target.settings, dst, source.encoder)
+        here, there = _seeker(source, encoder), _seeker(target, encoder)
         for name in rng.sample(photos, min(seeks, len(photos))):
             image = source.blobs.path(name)
             if not image.is_file():
                 continue
-            ours = source.seek(image, k=SEEK_K, strategy="topk", include_normal=True)
-            found = checker.seek(image, k=SEEK_K, strategy="topk", include_normal=True)
+            ours = here.seek(image, SEEK_K, "topk", include_normal=True)
+            found = there.seek(image, SEEK_K, "topk", include_normal=True)
             result.seeks_checked += 1
             same_docs = [h.doc_id for h in ours.hits] == [h.doc_id for h in found.hits]
             same_scores = np.allclose([h.score for h in ours.hits], [h.score for h in found.hits], atol=SCORE_TOLERANCE)

@@ -46,22 +46,21 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import portalocker
 from pydantic import BaseModel, Field, ValidationError
 
+from kbengine.core import __version__
 from kbengine.core.blobs import BLOB_NAME, BlobStore
 from kbengine.core.cache import TEMP_PREFIX
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import EmptyKnowledgeBaseError, InvalidInputError, StoreError, StoreInUseError
+from kbengine.core.parts import KnowledgeBaseParts
 from kbengine.core.schemas import SOURCE_KIND, BlobRef, CollectionMeta
 from kbengine.core.settings import Settings
 from kbengine.core.store import Store, StorePoint, Where, get_store
-
-if TYPE_CHECKING:
-    from kbengine.facade import KnowledgeBase
 
 FORMAT: Literal["kbengine-snapshot"] = "kbengine-snapshot"
 FORMAT_VERSION = 1
@@ -248,9 +247,10 @@ def _total(store: Store) -> int:
     return store.count() + store.count(Where.of(kind=SOURCE_KIND)) + (1 if store.read_meta() else 0)
 
 
-def create_snapshot(kb: KnowledgeBase, path: str | Path, *, force: bool = False) -> SnapshotReport:
-    """Write a snapshot of ``kb`` to ``path`` (see the module docstring); an existing file is
-    replaced only with ``force``. The file appears whole or not at all."""
+def create_snapshot(kb: KnowledgeBaseParts, path: str | Path, *, force: bool = False) -> SnapshotReport:
+    """Write a snapshot of ``kb`` (its store, blobs and settings: the facade, or ``Parts``) to
+    ``path`` (see the module docstring); an existing file is replaced only with ``force``. The
+    file appears whole or not at all."""
     started = time.perf_counter()
     target = Path(path)
     compression = compression_of(target)
@@ -294,7 +294,7 @@ def create_snapshot(kb: KnowledgeBase, path: str | Path, *, force: bool = False)
 
 
 def _write_members(
-    archive: _Archive, kb: KnowledgeBase, meta: CollectionMeta
+    archive: _Archive, kb: KnowledgeBaseParts, meta: CollectionMeta
 ) -> tuple[SnapshotManifest, list[str], list[str]]:
     store = kb.store
     kinds: Counter[str] = Counter()
@@ -350,8 +350,6 @@ def _write_members(
     taxonomy = kb.settings.kb / TAXONOMY
     if kb.settings.qdrant_url is None and taxonomy.is_file():
         archive.add(f"files/{TAXONOMY}", taxonomy.read_bytes())
-    from kbengine import __version__
-
     manifest = SnapshotManifest(
         created=datetime.fromtimestamp(archive.mtime, UTC).isoformat(timespec="seconds"),
         kbengine=__version__,

@@ -27,12 +27,14 @@ from kbengine.cli import app
 from kbengine.core.cache import save_arrays
 from kbengine.core.encoders.base import EncoderIdentity
 from kbengine.core.errors import EncoderMismatchError, InvalidInputError, StoreInUseError
+from kbengine.core.parts import Parts
 from kbengine.core.schemas import SOURCE_KIND, BlobRef, KBInfo, LockLabel
 from kbengine.core.settings import Settings
 from kbengine.core.store import Store, StorePoint, Where, get_store
 from kbengine.core.store.base import META_ID
 from kbengine.facade import KnowledgeBase
-from kbengine.lifecycle import collect_garbage, create_snapshot, migrate, migrate_to, read_snapshot, restore_snapshot
+from kbengine.lifecycle import create_snapshot, migrate, migrate_to, read_snapshot, restore_snapshot
+from kbengine.verify import verify
 from tests.conftest import open_kb
 
 runner = CliRunner()
@@ -281,17 +283,17 @@ def test_snapshot_commands(kb_copy, tmp_path):
 def test_migrate_embedded_to_server_and_back_answers_the_same(kb_copy, tmp_path, make_kb):
     laptop = make_kb(kb_copy)
     server = make_kb(qdrant_url=":memory:", collection="plant1", blob_dir=tmp_path / "shared-blobs", exact_search=True)
-    up = migrate(laptop, server, batch=16, verify=True)
+    up = migrate(laptop, server, batch=16, verify=True, encoder=laptop.encoder)
     assert up.verification is not None and up.verification.ok, up.verification
     assert up.verification.seeks_checked > 0 and up.verification.vectors_checked > 0
     assert up.copied == up.points == len(_points(laptop.store)) and up.skipped == 0
     assert up.blobs_copied == len(list((kb_copy / "blobs").rglob("*.png")))
     assert server.store.count(Where.of(kind=SOURCE_KIND)) == laptop.store.count(Where.of(kind=SOURCE_KIND))
     back = make_kb(tmp_path / "copy")
-    down = migrate(server, back, batch=16, verify=True)
+    down = migrate(server, back, batch=16, verify=True, encoder=server.encoder)
     assert down.verification is not None and down.verification.ok, down.verification
     _same_points(back.store, laptop.store)
-    assert _info(back).model_dump() == _info(laptop).model_dump()
+    assert _info(back).model_dump() == _info(laptop).model_dump()  # back, opened empty, learnt its encoder
     server_view = KnowledgeBase(server.settings, server.store, laptop.encoder)
     expected = _answers(laptop)
     _same_answers(_answers(server_view), expected)
@@ -316,7 +318,7 @@ def test_migrate_resumes_and_refuses_a_foreign_target(kb_copy, tmp_path, make_kb
     with pytest.raises(OSError, match="disk full"):
         migrate(source, target, batch=8)
     monkeypatch.setattr(type(target.store), "upsert", real)
-    resumed = migrate(source, target, batch=8, verify=True)
+    resumed = migrate(source, target, batch=8, verify=True, encoder=source.encoder)
     assert resumed.skipped == 1 + 8  # the metadata point and the one batch stored before the failure
     assert resumed.copied == resumed.points - resumed.skipped
     assert resumed.verification is not None and resumed.verification.ok
@@ -325,7 +327,7 @@ def test_migrate_resumes_and_refuses_a_foreign_target(kb_copy, tmp_path, make_kb
     source.store.delete(Where.of(source=str(material["catalogue"].absolute())))
     with pytest.raises(InvalidInputError, match="--replace"):
         migrate(source, foreign)
-    replaced = migrate(source, foreign, replace=True, verify=True)
+    replaced = migrate(source, foreign, replace=True, verify=True, encoder=source.encoder)
     assert replaced.removed > 0 and replaced.verification is not None and replaced.verification.ok
 
 
@@ -420,19 +422,19 @@ def test_gc_keeps_a_blob_two_documents_share(tmp_path, make_kb, material):
     first, second = sorted(cracks)
     kb.store.delete(Where.of(doc_id=first))
 
-    dry = collect_garbage(kb, dry_run=True)
+    dry = kb.gc(dry_run=True)
     assert dry.removed_blobs == [orphan] and dry.removed_caches == [str(stale)]
     assert kb.blobs.has(orphan) and stale.exists()
-    done = collect_garbage(kb)
+    done = kb.gc()
     assert done.removed_blobs == [orphan] and not kb.blobs.has(orphan) and not stale.exists()
     assert kb.blobs.check(shared) is None  # still referenced by the other document
     assert len(list((kb.settings.kb / "cache" / "banks").glob("*.npz"))) == 1  # the current bank stays
     assert kb.seek(synth.sample("tile", "crack", 5000, 128)[0], k=1).hits  # nothing it needs was removed
 
     kb.store.delete(Where.of(doc_id=second))
-    assert collect_garbage(kb).removed_blobs == [shared] and not kb.blobs.has(shared)
+    assert kb.gc().removed_blobs == [shared] and not kb.blobs.has(shared)
     kb.blobs.put_bytes(b"written by an ingest still running", ".png")
-    assert collect_garbage(kb, min_age=3600).blobs_recent == 1
+    assert kb.gc(min_age=3600).blobs_recent == 1
 
 
 def test_gc_command(kb_copy):
@@ -456,6 +458,27 @@ def test_the_facade_methods(kb_copy, tmp_path, make_kb):
     _same_answers(_answers(make_kb(tmp_path / "copy")), _answers(kb))
 
 
+def test_lifecycle_and_verify_take_the_parts_not_the_facade(kb_copy, tmp_path, packaged):
+    """Snapshot, migrate and verify run on a store, its blobs and its settings (``Parts``) with no
+    facade; what else they use is passed in: migrate --verify the encoder, verify --repair a way to
+    ingest."""
+    settings = Settings(kb=kb_copy)
+    store = get_store(settings)
+    try:
+        parts = Parts.of(settings, store)
+        assert create_snapshot(parts, tmp_path / "snap.tar").locks == store.count()
+        with pytest.raises(InvalidInputError, match="encoder"):
+            migrate_to(parts, Settings(kb=tmp_path / "copy"), verify=True)
+        copied = migrate_to(parts, Settings(kb=tmp_path / "copy"), batch=16, verify=True, encoder=packaged)
+        assert copied.verification is not None and copied.verification.ok and copied.verification.seeks_checked > 0
+        assert copied.blobs_copied == len(list((kb_copy / "blobs").rglob("*.png")))
+        assert verify(parts).ok
+        with pytest.raises(InvalidInputError, match="ingest"):
+            verify(parts, repair=True)
+    finally:
+        store.close()
+
+
 def test_migrate_to_a_real_server_and_back(kb_copy, tmp_path, make_kb):
     """The same round trip against a running Qdrant server (``KBENGINE_QDRANT_URL``)."""
     url = os.environ.get("KBENGINE_QDRANT_URL")
@@ -465,10 +488,10 @@ def test_migrate_to_a_real_server_and_back(kb_copy, tmp_path, make_kb):
     collection = f"kbtest-{uuid.uuid4().hex[:12]}"
     server = make_kb(qdrant_url=url, collection=collection, blob_dir=tmp_path / "shared-blobs", exact_search=True)
     try:
-        up = migrate(laptop, server, batch=16, verify=True)
+        up = migrate(laptop, server, batch=16, verify=True, encoder=laptop.encoder)
         assert up.verification is not None and up.verification.ok, up.verification
         back = make_kb(tmp_path / "copy")
-        down = migrate(server, back, batch=16, verify=True)
+        down = migrate(server, back, batch=16, verify=True, encoder=server.encoder)
         assert down.verification is not None and down.verification.ok, down.verification
         _same_answers(_answers(back), _answers(laptop))
     finally:

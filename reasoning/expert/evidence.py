@@ -29,6 +29,7 @@ from reasoning.expert.zero_shot import TextPair, zero_shot
 
 FUSION_RULE = "mean of the [0, 1] maps and of the image scores"
 LOCAL_RULE = "local z (top-1% mean of the smoothed patch distances, each a z against its border ring)"
+POOLED_RULE = "local z (top-1% mean of the smoothed patch z, one ring: the references' border is not farther)"
 
 
 def score_rule(reference: ReferenceBank) -> str:
@@ -36,10 +37,12 @@ def score_rule(reference: ReferenceBank) -> str:
     bank = reference.bank
     if bank.calibration is None:
         return "top-1% mean of the smoothed patch distances (uncalibrated: one reference)"
+    rings = bank.calibration.rings
+    local = LOCAL_RULE if rings is None or rings.by_ring else POOLED_RULE
     off = bank.profile.global_term_off()
     if off is None:
-        return f"max of the {LOCAL_RULE} and the global embedding z"
-    return f"{LOCAL_RULE}; global term off ({off})"
+        return f"max of the {local} and the global embedding z"
+    return f"{local}; global term off ({off})"
 
 
 @dataclass

@@ -37,6 +37,19 @@ def test_ring_z_brings_a_noisy_border_to_the_interior_scale_and_keeps_the_interi
     assert (np.argsort(stats.z(query)[inner]) == np.argsort(query[inner])).all()
 
 
+def test_references_without_a_border_effect_share_one_pooled_ring():
+    """A part on a plain background: its border is nearer normal than its interior, and a per-ring
+    z would raise the background's small distances to the part's scale."""
+    rng = np.random.default_rng(0)
+    ring = rings((20, 20))
+    normal = [np.where(ring == 0, 0.3, 0.6) + 0.1 * rng.normal(size=(20, 20)) for _ in range(16)]
+    stats = RingStats.fit(normal)
+    assert not stats.by_ring and len(stats.mean) == 1
+    stack = np.stack(normal)
+    np.testing.assert_allclose(stats.z(normal[0]), (normal[0] - stack.mean()) / stack.std(), rtol=1e-5)
+    assert RingStats.fit([g[::-1] + 0.5 * (ring == 0) for g in normal]).by_ring
+
+
 def test_a_constant_ring_does_not_divide_by_zero():
     stats = RingStats.fit([np.ones((12, 12)), np.ones((12, 12))])
     assert np.isfinite(stats.z(np.full((12, 12), 2.0))).all()

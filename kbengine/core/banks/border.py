@@ -1,24 +1,19 @@
 """Patch distances standardised by how far each patch lies from the border of what the encoder saw.
 
-Near a border (of the photo, or of its tile when the category is tiled) a patch is farther from
-its nearest normal patch than an interior one, in normal photos too: the convolutions' zero
+Near a border (of the photo, or of its tile when the category is tiled) a patch is often farther
+from its nearest normal patch than an interior one, in normal photos too: the convolutions' zero
 padding shifts its features, and a part's edge or a crop's cut lands there in ways the references
-rarely repeat. The references' leave-one-out distances show it (packaged encoder, 28x28 grid,
-outer ring against the interior): magnetic tile 1.04 against 0.73, real grass 0.95 against 0.53,
-elpv 0.77 against 0.65, a generated disc 0.37 against 0.27; the spread grows alike. Unscaled,
-those border patches are a normal photo's highest scores, so they set its image score.
+rarely repeat. Unscaled, those border patches are a normal photo's highest scores, so they set
+its image score.
 
 So each patch's distance becomes a z against the normal distances of its ring (its distance in
 patches to the nearest border, the rings from ``RING_DEPTH`` inwards pooled as one interior),
-fitted on the references' leave-one-out grids. The interior keeps its order; only the border
-rings are brought to the interior's scale. Measured with 16 references (image AUROC of the local
-score, raw / ring z; the README has the table): magnetic tile 0.650 / 0.766, real grass 0.755 /
-0.865, gravel 0.734 / 0.927, brick 0.990 / 1.000, elpv (32) 0.818 / 0.844, generated parts
-1.000 / 1.000; pixel F1-max on magnetic tile, on the patch grid, 0.219 / 0.272. Depth 5 against
-2, 3, 7 and 9: magnetic tile 0.752 / 0.766 / 0.766 / 0.766 / 0.767, gravel 0.870 / 0.891 /
-0.927 / 0.922 / 0.922; one z per grid position instead of per ring has too few samples
-(magnetic tile 0.719); a robust z (median, MAD) is no better (magnetic tile / grass / gravel
-0.762 / 0.854 / 0.938 against 0.766 / 0.865 / 0.927).
+fitted on the references' leave-one-out grids; the interior keeps its order. Only where the
+references show the effect: when their outer ring is no farther from normal than their interior
+(a part on a plain background, whose border is background), every patch shares one pooled ring,
+since a per-ring z would raise the background's small distances to the part's scale. Depth,
+alternatives (a z per grid position, a robust z) and the suite's figures: docs/detect.md and
+docs/suite.md.
 """
 
 from __future__ import annotations
@@ -64,7 +59,14 @@ class RingStats:
         depth = int(ring.max())
         mean = np.array([stack[:, ring == r].mean() for r in range(depth + 1)], np.float64)
         std = np.array([stack[:, ring == r].std() for r in range(depth + 1)], np.float64)
+        if depth and mean[0] <= mean[-1]:  # no border effect: one pooled ring
+            mean, std = np.array([stack.mean()]), np.array([stack.std()])
         return cls(mean, np.maximum(std, STD_FLOOR))
+
+    @property
+    def by_ring(self) -> bool:
+        """False when the references showed no border effect and every patch shares one ring."""
+        return len(self.mean) > 1
 
     def z(self, grid: np.ndarray, tiles: tuple[int, int] = (1, 1)) -> np.ndarray:
         """``grid`` of distances -> float32 z against its rings' normal distances."""

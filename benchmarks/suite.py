@@ -4,6 +4,7 @@ real set at hand, with fixed protocols, one table per set, their mean, and JSON 
     python benchmarks/suite.py --out runs/lite0.json                      # everything (~20-30 min, 2 cores)
     KBENGINE_PACKAGED_MODEL=lite2 python benchmarks/suite.py --out runs/lite2.json
     python benchmarks/suite.py --compare runs/lite0.json runs/lite2.json  # per set and mean, B - A
+    python benchmarks/suite.py --summary runs/base.json runs/rule-off-*.json  # a row per run
     python benchmarks/suite.py --sets magnetic_tile,elpv --skip seek \
         --patch kbengine.core.banks.profile:BRIGHTNESS_CV=inf
 
@@ -58,6 +59,9 @@ SEEK = {"examples": 3, "references": 16, "limit": 20, "splits": 3}
 DETECT_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_f1_max")
 HEADLINE = ("first16.image_auroc", "first16.pixel_auroc", "medoids16.image_auroc", "medoids16.pixel_auroc", "seek.top1")
 WORST_LOSS = 0.02
+TIE = 0.002
+"""Mean headline changes smaller than this are a tie (the suite's figures are rounded to 0.001 and
+its samples are small): the simpler of the two stays."""
 
 
 def elpv(out: Path, train: int = 64, test: int = 150, seed: int = 0) -> Path:
@@ -300,10 +304,36 @@ def compare(a_path: Path, b_path: Path) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def summary(base_path: Path, others: list[Path]) -> None:
+    """One row per run against ``base_path``: each set's headline change, the mean's, and what the
+    rule of the suite says (B earns its place over the base when the mean rises by ``TIE`` or more
+    and no set loses more than ``WORST_LOSS``)."""
+    base = json.loads(base_path.read_text())
+    names = list(base["sets"])
+    print(f"base = {base_path}: headline " + ", ".join(f"{n} {base['sets'][n]['headline']:.3f}" for n in names))
+    print("| run | " + " | ".join(names) + " | mean | verdict |")
+    print("| --- |" + " --- |" * (len(names) + 2))
+    for path in others:
+        run = json.loads(path.read_text())
+        shared = [n for n in names if n in run["sets"] and run["sets"][n].get("headline") is not None]
+        deltas = {n: run["sets"][n]["headline"] - base["sets"][n]["headline"] for n in shared}
+        mean = float(np.mean(list(deltas.values()))) if deltas else 0.0
+        worst = min(deltas.values(), default=0.0)
+        if abs(mean) < TIE and worst >= -WORST_LOSS:
+            verdict = "a tie: the simpler stays"
+        else:
+            verdict = "B over base" if mean > 0 and worst >= -WORST_LOSS else "base over B"
+        cells = [f"{deltas[n]:+.3f}" if n in deltas else "-" for n in names]
+        print(f"| {path.stem} | " + " | ".join(cells) + f" | {mean:+.3f} | {verdict} (worst {worst:+.3f}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="Write the figures here as JSON.")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"))
+    parser.add_argument(
+        "--summary", nargs="+", type=Path, metavar="JSON", help="BASE.json RUN.json...: headline changes per run."
+    )
     parser.add_argument("--sets", help=f"Comma-separated subset of {','.join(SETS)}.")
     parser.add_argument("--skip", default="", help="'detect' and/or 'seek' (comma-separated).")
     parser.add_argument("--patch", action="append", default=[], metavar="MODULE:NAME=VALUE")
@@ -313,6 +343,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.compare:
         compare(*args.compare)
+        return
+    if args.summary:
+        summary(args.summary[0], args.summary[1:])
         return
     args.max_per_type = args.max_per_type or None
     args.work.mkdir(parents=True, exist_ok=True)

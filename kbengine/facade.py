@@ -329,8 +329,8 @@ class KnowledgeBase:
 
         ``focus=True``: the defect region against the category's normal references (given or
         inferred; they are needed) is cropped, and the crop's embedding becomes a second key and the
-        key of the type prediction (:meth:`retrieval.seeker.Seeker.focus_key`). Off by default (the
-        README has the measurements)."""
+        key of the type prediction (:meth:`retrieval.seeker.Seeker.focus_key`). Off by default (docs/detect.md
+        has the measurements)."""
         category = normalise_name(category) if category else None
         defect_type = normalise_name(defect_type) if defect_type else None
         query = self.query(image)

@@ -25,7 +25,7 @@ fused score is that cosine. With several, cosines of different pipelines are not
 (CLIP image-text cosines sit near 0.3, image-image near 0.8), so each pipeline's document scores
 are standardised over its own candidates (z-scores; a document the pipeline did not return counts
 one standard deviation below its lowest candidate, so any match beats none), and the fused score
-is their weighted mean (``Pipeline.weight``; all 1: measured for the region pipeline, the README
+is their weighted mean (``Pipeline.weight``; all 1: measured for the region pipeline, docs/seek.md
 has the table). A
 document matching both the picture and the words thus ranks above one matching only one of them.
 """

@@ -43,7 +43,7 @@ from retrieval.sampling import STRATEGIES, Selection, Strategy, select
 KEYS = ("auto", "global", "region")
 REGION_WEIGHT = 1.0
 """The region pipeline's weight in the fusion, the same as the others': measured against 2 and 0.5
-(the README has the table)."""
+(docs/seek.md has the table)."""
 
 
 @dataclass(frozen=True)

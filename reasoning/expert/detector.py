@@ -11,8 +11,8 @@ Evidence, by ``mode``:
 
 One global embedding per image serves the category guess, the global z of the references, the
 zero-shot image score, learned prompts and the predicted defect type: the nearest defect-type
-centroid (the type service seek uses). Region-focused type keys were measured against it (the
-README has the figures); seek's ``focus`` key, the crop around the strongest region of the same
+centroid (the type service seek uses). Region-focused type keys were measured against it
+(docs/detect.md has the figures); seek's ``focus`` key, the crop around the strongest region of the same
 reference map, is computed below the layers (``Query.focus_key``), not here.
 """
 

@@ -4,7 +4,7 @@ which is zero-shot only).
 
 Features: the encoder's patch features at ``reference_layers`` (all its patch layers but the
 shallowest: EfficientNet-Lite0 blocks 4, 7 and 10, strides 8, 16 and 16; a ViT's last three
-quarters; the README has the layer comparison). Each is averaged over its 3x3 neighbourhood
+quarters; docs/detect.md has the layer comparison). Each is averaged over its 3x3 neighbourhood
 (local context, tolerance to small shifts), upsampled to the finest grid and concatenated; each
 layer is divided by its mean feature norm over the references first so no layer dominates.
 
@@ -27,7 +27,7 @@ z = 3).
 Image level: the local score's z is combined (max) with the z of the image's global embedding
 distance to its nearest reference (leave-one-out statistics), which catches changes spread over
 the whole part, when the category's profile keeps the global term (``profile``: the references'
-alignment and their own global spread decide; the README has the figures).
+alignment and their own global spread decide; docs/detect.md has the figures).
 
 How photos are read (brightness standardisation, tiles, flipped references) is the category's
 ``BankProfile``, decided here from the references alone and applied alike to every query.

@@ -30,7 +30,7 @@ from its normal references alone (a user has no defect labels at that point).
 
 ``alignment`` is the share of the references' pixel variance that their mean image keeps (64x64
 grey, after per-photo standardisation): about 1/n for a texture, near 1 for an aligned part.
-The README has the measurements behind each threshold.
+docs/detect.md and docs/suite.md have the measurements behind each threshold.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ The descriptor: the image's ``k`` most anomalous patches (``k`` = 2% of the patc
 the mean of their residuals to those nearest normal patches (how it differs from normal); the
 descriptor is the two concatenated, L2-normalised. A global embedding mostly describes the
 object, this one the defect. Measured against the alternatives (top-k mean alone, residual alone,
-other k, map statistics): the README has the table.
+other k, map statistics): docs/seek.md has the table.
 
 Patches are ranked as detect reads them (``MemoryBank.patch_z``: the distance to the nearest
 normal patch as a z against the normal distances of the patch's ring from the border). Ranked by

@@ -26,7 +26,7 @@ def smooth_grid(grid: np.ndarray) -> np.ndarray:
 
 def image_score(grid: np.ndarray) -> float:
     """Mean of the top 1% (at least one) of the smoothed patch grid: steadier than the single max
-    and still driven by a small defect (the README has the comparison)."""
+    and still driven by a small defect (docs/detect.md has the comparison)."""
     flat = smooth_grid(grid).ravel()
     top = max(1, round(TOP_FRACTION * flat.size))
     return float(np.partition(flat, flat.size - top)[-top:].mean())

@@ -4,7 +4,7 @@ The references' global embeddings are grouped into as many clusters as the bank 
 (spherical k-means, seeded) and each cluster gives its member nearest the centre: a capped bank
 covers the kinds of normal photo there are (acquisitions, lighting, framing) in proportion,
 instead of a random slice of them, and without the outliers that farthest-point selection takes
-first. Measured with ``eval zsad --pick first|diverse`` (image AUROC, packaged encoder; the README
+first. Measured with ``eval zsad --pick first|diverse`` (image AUROC, packaged encoder; docs/detect.md
 has the table): magnetic tile, 16 of 200 normal photos, 0.693 -> 0.780; elpv solar cells, 32 of
 64, 0.818 -> 0.891; real textures, 16 of 20, 0.911 -> 0.894 (farthest-point: 0.789, 0.892, 0.884).
 """

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     )
     min_figure_side: int = Field(32, description="Embedded PDF images smaller than this are skipped.")
     text_chunk_chars: int = Field(800, ge=100, description="Text locks hold at most this many characters.")
+    ocr: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Read PDF pages by OCR (Tesseract): 'auto' the pages without a text layer (scans), 'always' "
+        "every page, 'never' none.",
+    )
+    ocr_lang: str = Field("eng", description="Tesseract language(s) of the OCR, e.g. 'eng' or 'eng+deu'.")
+    ocr_dpi: int = Field(
+        300, ge=72, le=600, description="OCR render resolution (lowered for huge pages to stay under 20 megapixels)."
+    )
     taxonomy: Path | None = Field(
         None, description="Categories and defect types with synonyms, to label documents (default <kb>/taxonomy.yaml)."
     )

@@ -31,7 +31,9 @@ from kbengine.core.schemas.ingest import (
     FileFailure,
     IngestReport,
     KBInfo,
+    OcrPage,
     SourceReport,
+    TableFound,
     UnlabeledDocument,
 )
 from kbengine.core.schemas.seek import (
@@ -74,6 +76,7 @@ __all__ = [
     "LockMatch",
     "LockPayload",
     "LockSource",
+    "OcrPage",
     "PipelineStat",
     "PromptPart",
     "Region",
@@ -84,6 +87,7 @@ __all__ = [
     "SeekResult",
     "SourceMarker",
     "SourceReport",
+    "TableFound",
     "TextSections",
     "TypePrediction",
     "TypeScore",

@@ -153,6 +153,7 @@ class LockPayload(LockLabel):
     locator: str = Field(description="Where in the source the lock's content is, e.g. 'page:2:figure:0'.")
     region_of: str | None = Field(None, description="A region lock: the id of the example photo it describes.")
     bank: str | None = Field(None, description="A region lock: the fingerprint of the bank it was computed with.")
+    ocr: bool = Field(False, description="Its content was read by OCR from a page image (a scanned PDF page).")
 
     @classmethod
     def of(
@@ -168,6 +169,7 @@ class LockPayload(LockLabel):
         page: int | None = None,
         blob: str | None = None,
         text: str | None = None,
+        ocr: bool = False,
     ) -> LockPayload:
         labels = doc.model_dump(include=DOCUMENT_LABELS)
         labels["sections"] = doc.sections.summary().model_dump()
@@ -183,6 +185,7 @@ class LockPayload(LockLabel):
             blob=blob,
             text=text,
             locator=locator,
+            ocr=ocr,
         )
 
     def document(self) -> KnowledgeDocument:

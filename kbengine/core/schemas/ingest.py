@@ -30,6 +30,33 @@ class FigurePreview(BaseModel):
     caption: str | None = None
 
 
+class TableFound(BaseModel):
+    """A defect table found in a PDF: one document per row; its header names the columns."""
+
+    source: str
+    pages: list[int]
+    ruling: Literal["grid", "rules", "whitespace"] = Field(
+        description="grid: ruled both ways; rules: horizontal lines only; whitespace: columns aligned, no lines."
+    )
+    header: list[str]
+    rows: int
+
+
+class OcrPage(BaseModel):
+    """A PDF page read by OCR, or one without a text layer that OCR could not read (``problem``)."""
+
+    source: str
+    page: int
+    language: str
+    dpi: int | None = None
+    characters: int = 0
+    problem: str | None = Field(None, description="Why it was not read, and what to do (e.g. install Tesseract).")
+
+    @property
+    def read(self) -> bool:
+        return self.problem is None
+
+
 class DocumentPreview(BaseModel):
     """What one knowledge document would be (``ingest --dry-run``)."""
 
@@ -44,6 +71,7 @@ class DocumentPreview(BaseModel):
     photos: int = 0
     sections: list[str] = Field(default_factory=list, description="Its non-empty text sections.")
     text_locks: int = 0
+    ocr_pages: list[int] = Field(default_factory=list, description="Its pages whose content was read by OCR.")
 
 
 class UnlabeledDocument(BaseModel):
@@ -76,6 +104,10 @@ class IngestReport(BaseModel):
     )
     unlabeled: list[UnlabeledDocument] = Field(
         default_factory=list, description="Documents whose category or defect type could not be told."
+    )
+    tables: list[TableFound] = Field(default_factory=list, description="Defect tables found in PDFs read.")
+    ocr: list[OcrPage] = Field(
+        default_factory=list, description="PDF pages read by OCR, and pages without a text layer it could not read."
     )
     dry_run: bool = False
     preview: list[DocumentPreview] = Field(default_factory=list, description="With dry_run: what would go in.")

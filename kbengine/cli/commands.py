@@ -50,6 +50,14 @@ def ingest(
             help="Also ingest what symlinks inside the given folders point to outside them (refused by default).",
         ),
     ] = False,
+    ocr: Annotated[
+        str | None,
+        typer.Option(
+            "--ocr",
+            help="Read PDF pages by OCR (Tesseract): auto (the pages without a text layer: scans), always, never "
+            "(KBENGINE_OCR; language KBENGINE_OCR_LANG, default eng).",
+        ),
+    ] = None,
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
@@ -57,8 +65,10 @@ def ingest(
     as_json: options.Json = False,
 ) -> None:
     """Ingest knowledge documents. Exit code 0 when everything went in, 1 when some files failed."""
+    if ocr is not None and ocr not in ("auto", "always", "never"):
+        raise InvalidInputError(f"--ocr {ocr!r}: use auto, always or never")
     settings = options.settings_for(
-        kb_dir=kb_dir, url=url, collection=collection, encoder=encoder, follow_symlinks=follow_symlinks or None
+        kb_dir=kb_dir, url=url, collection=collection, encoder=encoder, follow_symlinks=follow_symlinks or None, ocr=ocr
     )
     with options.open_kb(settings) as kb:
         bar, update = progress_bar("ingesting")

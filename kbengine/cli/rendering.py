@@ -34,10 +34,15 @@ def print_preview(report: IngestReport) -> None:
             return value if source is None else f"{value} ({source.source}, {source.confidence:.2f})"
 
         figures = "; ".join(f"p.{f.page}: {f.caption}" if f.caption else f"p.{f.page}" for f in doc.figures)
+        pages = ",".join(map(str, doc.pages)) or "-"
+        if doc.ocr_pages:  # read by OCR: all its pages, or those named
+            pages += (
+                " OCR" if sorted(doc.ocr_pages) == sorted(doc.pages) else f" OCR:{','.join(map(str, doc.ocr_pages))}"
+            )
         rows.append(
             [
                 Path(doc.source).name,
-                ",".join(map(str, doc.pages)) or "-",
+                pages,
                 doc.title,
                 said(doc.category, labels.category if labels else None),
                 said(doc.defect_type, labels.defect_type if labels else None),
@@ -47,6 +52,39 @@ def print_preview(report: IngestReport) -> None:
         )
     out.print(f"dry run: {len(report.preview)} document(s), nothing written", highlight=False)
     print_table(["source", "pages", "title", "category", "defect type", "figures", "text sections"], rows)
+    print_found(report, tables=True)
+    for note in report.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+
+
+RULINGS = {"grid": "a grid", "rules": "horizontal rules only", "whitespace": "whitespace (no rules)"}
+
+
+def print_found(report: IngestReport, tables: bool) -> None:
+    """The defect tables found (``tables``: each with its header) and the pages read by OCR, or
+    that needed it and could not be read."""
+    if tables:
+        for table in report.tables:
+            pages = "-".join(map(str, sorted({table.pages[0], table.pages[-1]})))
+            out.print(
+                f"table {Path(table.source).name} p.{pages}: {table.rows} row(s), ruled by {RULINGS[table.ruling]}; "
+                f"header: {' | '.join(table.header)}",
+                highlight=False,
+                markup=False,
+            )
+    elif report.tables:
+        rows = sum(t.rows for t in report.tables)
+        out.print(f"defect tables: {len(report.tables)} ({rows} rows, a document each)", highlight=False)
+    for page in report.ocr:
+        where = f"{Path(page.source).name} p.{page.page}"
+        if page.problem is None:
+            out.print(
+                f"OCR {where}: {page.characters} characters ({page.language}, {page.dpi} dpi)",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            err.print(f"OCR {where}: {page.problem}", highlight=False, markup=False)
 
 
 def print_report(report: IngestReport) -> None:
@@ -90,6 +128,7 @@ def print_ingest(report: IngestReport) -> None:
             highlight=False,
             markup=False,
         )
+    print_found(report, tables=False)
     for note in report.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
 

@@ -1,14 +1,15 @@
 """PDF knowledge documents (pymupdf): one document per *section* of the PDF (its outline, its
-headings, the rows of a defect table; ``ingest.pdf_structure``). Each section gets its page area
-rendered (page locks), its figures taken out with their captions (figure locks) and its text
-(text locks), split into the paper's text sections by paragraph headings in common wordings
-("Root cause", "Impact", ...). Labels come, in order of precedence, from CLI options, the sidecar
-``<file>.yaml``, ``Category:`` / ``Defect type:`` lines, then the taxonomy and inference
-(``ingest.labels``); every label records its source and confidence."""
+headings, the rows of a defect table; ``ingest.pdf_structure``), scanned pages read by OCR
+(``ingest.pdf_scan``). Each section gets its page area rendered (page locks), its figures taken out
+with their captions (figure locks; on a scan, the pictures cut out of the page) and its text (text
+locks), split into the paper's text sections by paragraph headings in common wordings ("Root
+cause", "Impact", ...); a lock read by OCR says so (``ocr`` in its payload). Labels come, in order
+of precedence, from CLI options, the sidecar ``<file>.yaml``, ``Category:`` / ``Defect type:``
+lines, then the taxonomy and inference (``ingest.labels``); every label records its source and
+confidence."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -19,11 +20,13 @@ from PIL import Image
 
 from ingest.cards import Sidecar, load_sidecar, sidecar_path
 from ingest.labels import Evidence, Labeler
-from ingest.pdf_structure import Figure, Section, Structure, paragraph_heading, read_structure
+from ingest.pdf_page import Box, Figure, capped_dpi
+from ingest.pdf_scan import OcrSetup, ocr_setup
+from ingest.pdf_structure import Section, Structure, paragraph_heading, read_structure
 from ingest.units import LockItem, Overrides, SourceUnit, doc_id, text_items
 from kbengine.core.errors import InvalidInputError
 from kbengine.core.images import to_rgb
-from kbengine.core.schemas import KnowledgeDocument, Labels, LabelSource, TextSections
+from kbengine.core.schemas import KnowledgeDocument, Labels, LabelSource, OcrPage, TableFound, TextSections
 from kbengine.core.settings import Settings
 from kbengine.core.vocabulary import DEFAULT_DOMAIN, SECTION_NAMES, UNSPECIFIED_TYPE, normalise_name
 
@@ -70,6 +73,7 @@ def pdf_unit(
         sidecar_file, refused = None, e
     files = [path] + ([sidecar_file] if sidecar_file else [])
     labels = labeler or Labeler()
+    ocr = ocr_setup(settings)
 
     def parts() -> Iterator[LockItem]:
         if refused is not None:
@@ -87,16 +91,16 @@ def pdf_unit(
                     f"({document.page_count} pages); those entries were not used"
                 )
         try:
-            yield from _sections(document, path, key, overrides, sidecar, settings, labels, unit.notes)
+            yield from _sections(document, path, key, overrides, sidecar, settings, labels, ocr, unit)
         finally:
             document.close()
 
-    extra = f"dpi={settings.render_dpi}|structure={STRUCTURE_VERSION}|{labels.fingerprint}"
+    extra = f"dpi={settings.render_dpi}|structure={STRUCTURE_VERSION}|{labels.fingerprint}|{ocr.fingerprint}"
     unit = SourceUnit(key=key, kind="pdf", files=files, parts=parts, extra=extra)
     return unit
 
 
-STRUCTURE_VERSION = "1"
+STRUCTURE_VERSION = "2"
 MAX_PAGE_LOCKS = 3
 """A section over more pages is represented by the page images of its first three."""
 
@@ -131,25 +135,28 @@ def _sections(
     sidecar: Sidecar | None,
     settings: Settings,
     labeler: Labeler,
-    notes: list[str] | None = None,
+    ocr: OcrSetup,
+    unit: SourceUnit,
 ) -> Iterator[LockItem]:
     try:
         named = set(sidecar.pages) if sidecar else set()
-        structure = read_structure(document, settings.min_figure_side, named)
+        structure = read_structure(document, settings.min_figure_side, named, ocr)
     except Exception as e:
         raise InvalidInputError(f"{path}: its pages cannot be read ({e})") from e
+    _found(structure, key, ocr, unit)
     if not structure.sections:
         raise InvalidInputError(f"{path}: no text, figures or scanned pages to take knowledge from")
     renders: OrderedDict[tuple[int, tuple[float, ...]], tuple[Image.Image, bytes]] = OrderedDict()
-    seen_xrefs: set[int] = set()
+    seen: set[tuple[int, ...]] = set()
+    ocr_pages = structure.ocr_pages
     for index, section in enumerate(structure.sections):
         first_page = min(section.pages) if section.pages else 1
         figures: list[tuple[Figure, tuple[Image.Image, bytes, str]]] = []
         for figure in section.figures:
-            found = _figure(document, figure.xref, settings) if figure.xref not in seen_xrefs else None
+            found = _figure(document, figure, settings) if figure.key not in seen else None
             if found is not None:
                 figures.append((figure, found))
-                seen_xrefs.add(figure.xref)
+                seen.add(figure.key)
         doc = _document(
             structure, section, index, path, key, overrides, sidecar, labeler, [im for _, (im, _, _) in figures]
         )
@@ -158,9 +165,9 @@ def _sections(
             cache_key = (number, tuple(round(v, 1) for v in clip))
             if cache_key not in renders:
                 dpi = render_dpi(clip, settings.render_dpi)
-                if dpi < settings.render_dpi and notes is not None:
+                if dpi < settings.render_dpi:
                     width, height = clip[2] - clip[0], clip[3] - clip[1]
-                    notes.append(
+                    unit.notes.append(
                         f"{path}: page {number} is {width:.0f}x{height:.0f} pt; rendered at {dpi} dpi instead of "
                         f"{settings.render_dpi} to stay under {RENDER_MAX_PIXELS // 1_000_000} megapixels"
                     )
@@ -169,19 +176,42 @@ def _sections(
                     renders.popitem(last=False)
             image, png = renders[cache_key]
             yield LockItem(doc=doc, kind="page", locator=f"page:{number}:section:{index}", image=image,
-                           image_bytes=png, page=number)  # fmt: skip
+                           image_bytes=png, page=number, ocr=number in ocr_pages)  # fmt: skip
         for (figure, (image, data, suffix)), k in zip(figures, range(len(figures)), strict=True):
+            where = f"figure:{figure.xref}" if figure.xref else "picture:{:.0f},{:.0f}".format(*figure.bbox[:2])
             yield LockItem(
                 doc=doc,
                 kind="figure",
-                locator=f"page:{figure.page}:figure:{figure.xref}:{k}",
+                locator=f"page:{figure.page}:{where}:{k}",
                 image=image,
                 image_bytes=data,
                 image_suffix=suffix,
                 text=figure.caption,
                 page=figure.page,
+                ocr=not figure.xref,
             )
-        yield from text_items(doc, settings.text_chunk_chars, page=first_page, raw=section.text)
+        for item in text_items(doc, settings.text_chunk_chars, page=first_page, raw=section.text):
+            item.ocr = section.ocr
+            yield item
+
+
+def _found(structure: Structure, key: str, ocr: OcrSetup, unit: SourceUnit) -> None:
+    """What the report says of the PDF's tables and of its pages read (or not) by OCR."""
+    for table in structure.tables:
+        unit.tables.append(
+            TableFound(source=key, pages=table.pages, ruling=table.ruling, header=table.header, rows=len(table.rows))
+        )
+    for read in structure.scans:
+        unit.ocr.append(
+            OcrPage(
+                source=key,
+                page=read.page,
+                language=ocr.language,
+                dpi=read.dpi or None,
+                characters=read.characters,
+                problem=read.problem,
+            )
+        )
 
 
 def _document(
@@ -264,14 +294,13 @@ RENDER_MAX_PIXELS = 4_000_000
 """A page render holds at most 4 megapixels (A4 at 200 dpi; 12 MB of RGB): a huge page is rendered
 at a lower DPI, so a render's memory does not grow with the page's size."""
 RENDER_CACHE = 4
+PICTURE_DPI = 200
+"""A picture cut out of a scan is rendered at this resolution (capped like a page)."""
 
 
-def render_dpi(clip: tuple[float, float, float, float], dpi: int) -> int:
+def render_dpi(clip: Box, dpi: int) -> int:
     """``dpi``, lowered (to 1 at least) so the clip's render stays under ``RENDER_MAX_PIXELS``."""
-    area = max((clip[2] - clip[0]) * (clip[3] - clip[1]), 1.0)
-    if area * (dpi / 72) ** 2 <= RENDER_MAX_PIXELS:
-        return dpi
-    return max(1, int(72 * math.sqrt(RENDER_MAX_PIXELS / area)))
+    return capped_dpi(clip, dpi, RENDER_MAX_PIXELS)
 
 
 def _render(
@@ -285,10 +314,15 @@ def _render(
     return image, pixmap.tobytes("png")
 
 
-def _figure(document: pymupdf.Document, xref: int, settings: Settings) -> tuple[Image.Image, bytes, str] | None:
-    """An embedded image as (RGB image, PNG bytes, suffix), or None when too small or undecodable."""
+def _figure(document: pymupdf.Document, figure: Figure, settings: Settings) -> tuple[Image.Image, bytes, str] | None:
+    """An embedded image (or a picture cut out of a scanned page) as (RGB image, PNG bytes,
+    suffix), or None when too small or undecodable."""
     try:
-        pixmap = pymupdf.Pixmap(document, xref)
+        if figure.clip is not None:
+            dpi = capped_dpi(figure.clip, PICTURE_DPI, RENDER_MAX_PIXELS)
+            pixmap = document[figure.page - 1].get_pixmap(dpi=dpi, alpha=False, clip=pymupdf.Rect(figure.clip))
+        else:
+            pixmap = pymupdf.Pixmap(document, figure.xref)
         if pixmap.width < settings.min_figure_side or pixmap.height < settings.min_figure_side:
             return None
         if pixmap.width * pixmap.height > settings.max_image_pixels:

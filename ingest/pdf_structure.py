@@ -7,10 +7,15 @@ one *section*, found in this order:
    at its position on its page;
 2. else headings: short lines set larger than the body text (1.15x its median size), or bold, or
    numbered ("4.2 Shell cracks") in at least the body size, that do not end a sentence and are not
-   paragraph headings of the text sections ("Root cause", "Impact", ...);
-3. a defect table (a ruled table whose header names a defect/type/name column): one section per
-   row, titled by that cell, its other cells as the description, the images in the row as figures;
-4. a page with no text layer (a scan) is a section of its own, without a title or labels;
+   paragraph headings of the text sections ("Root cause", "Impact", ...); a line read by OCR has
+   no font, its size is estimated from its glyphs, and a heading stands out 1.2x;
+3. a defect table (ruled by a grid, by horizontal lines only, or by whitespace; its header names a
+   defect column: ``ingest.pdf_tables``): one section per row, titled by that cell, its other
+   cells as the description (each under its column's name), the images in the row as figures,
+   rows that go on over a page break included; the header is never a section;
+4. a page with no text layer (a scan) is read by OCR (``ingest.pdf_scan``) and then like any
+   other page; one OCR cannot read (no Tesseract, ``--ocr never``, nothing legible) is a section
+   of its own, without a title or labels;
 5. a PDF with none of these: one section per page, titled by its first line, as kbengine's own
    catalogue format expects; a page without ``Category:`` / ``Defect type:`` lines (and not named
    in the sidecar) continues the page before it (a defect entry may span pages).
@@ -19,7 +24,8 @@ Reading order: lines are read column by column when a page is set in two columns
 both halves of the page), top to bottom otherwise. A section runs across page breaks until the next
 heading. The biggest heading of the first page, when it is the only one at its size, is the
 document's title, not a section. A heading that only introduces sub-headings ("4 Visual defects")
-is kept as the sections' parent (context for labels), not as a section of its own. Figures belong
+is kept as the sections' parent (context for labels), not as a section of its own; the heading a
+defect table sits under is its rows' parent. Figures belong
 to the section whose lines surround them, and a line beginning "Figure N" / "Fig. N" near a figure
 is its caption.
 """
@@ -32,14 +38,21 @@ from dataclasses import dataclass, field
 
 import pymupdf
 
+from ingest.pdf_page import Box, Figure, Line, Rules, Word, drawn_rules, text_lines, text_words
+from ingest.pdf_scan import OcrSetup, ScanPage, read_scan
+from ingest.pdf_tables import Table, read_tables
 from kbengine.core.vocabulary import SECTION_NAMES
 
 HEADING_SCALE = 1.15
+OCR_HEADING_SCALE = 1.2
+"""OCR estimates a line's size from its glyphs (to within ~5%): a heading stands out a little more."""
+LEVEL_STEP = 0.92
+"""Heading sizes within 8% of each other are one level (OCR's estimates of one size differ)."""
+SCAN_COVER = 0.5
+"""An image covering half the page or more is the page's scan, not a figure on it."""
 MAX_HEADING_WORDS = 12
 CAPTION = re.compile(r"^\s*(fig(ure)?\.?|abb\.?|image|photo)\s*\d+", re.IGNORECASE)
 NUMBERED = re.compile(r"^\s*(\d+(\.\d+)*)\.?\s+(\S.*)$")
-TABLE_KEY = re.compile(r"defect|fault|flaw|failure|imperfection|nonconformit", re.IGNORECASE)
-"""A table is a defect table when a header cell names defects (not any "type" or "name" column)."""
 META_LINE = re.compile(r"^\s*(domain|category|defect[ _-]?type)\s*[:\-\u2013]", re.IGNORECASE)
 
 SECTION_WORDS: dict[str, tuple[str, ...]] = {
@@ -64,24 +77,6 @@ _PARAGRAPH = re.compile(
 
 
 @dataclass
-class Line:
-    page: int
-    bbox: tuple[float, float, float, float]
-    text: str
-    size: float
-    bold: bool
-    column: int = 0
-
-
-@dataclass
-class Figure:
-    page: int
-    xref: int
-    bbox: tuple[float, float, float, float]
-    caption: str | None = None
-
-
-@dataclass
 class Section:
     """One knowledge document's worth of a PDF."""
 
@@ -92,14 +87,19 @@ class Section:
     lines: list[Line] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     pages: list[int] = field(default_factory=list)
-    clips: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
+    clips: dict[int, Box] = field(default_factory=dict)
     """Per page, the area the section covers (for its page image)."""
 
     @property
     def text(self) -> str:
         return "\n".join(line.text for line in self.lines)
 
-    def touch(self, page: int, bbox: tuple[float, float, float, float]) -> None:
+    @property
+    def ocr(self) -> bool:
+        """Its text was read by OCR."""
+        return any(line.ocr for line in self.lines)
+
+    def touch(self, page: int, bbox: Box) -> None:
         if page not in self.pages:
             self.pages.append(page)
         old = self.clips.get(page)
@@ -111,9 +111,25 @@ class Section:
 
 
 @dataclass
+class PageRead:
+    """A page OCR read, or one without a text layer that it could not (``problem`` says why)."""
+
+    page: int
+    dpi: int = 0
+    characters: int = 0
+    problem: str | None = None
+
+
+@dataclass
 class Structure:
     title: str | None
     sections: list[Section]
+    tables: list[Table] = field(default_factory=list)
+    scans: list[PageRead] = field(default_factory=list)
+
+    @property
+    def ocr_pages(self) -> set[int]:
+        return {read.page for read in self.scans if read.problem is None}
 
 
 def paragraph_heading(text: str) -> tuple[str, str] | None:
@@ -133,21 +149,7 @@ def strip_numbering(title: str) -> str:
 
 
 def _page_lines(page: pymupdf.Page, number: int) -> list[Line]:
-    lines: list[Line] = []
-    data = page.get_text("dict", flags=pymupdf.TEXT_PRESERVE_WHITESPACE)
-    for block in data.get("blocks", []):
-        if block.get("type") != 0:
-            continue
-        for line in block.get("lines", []):
-            spans = [s for s in line.get("spans", []) if s.get("text", "").strip()]
-            if not spans:
-                continue
-            text = " ".join(" ".join(s["text"].split()) for s in spans).strip()
-            chars = [len(s["text"].strip()) for s in spans]
-            size = sum(s["size"] * c for s, c in zip(spans, chars, strict=True)) / max(sum(chars), 1)
-            bold = all(bool(s.get("flags", 0) & 16) or "bold" in s.get("font", "").lower() for s in spans)
-            lines.append(Line(number, tuple(line["bbox"]), text, round(size, 2), bold))
-    return _reading_order(lines, page.rect.width)
+    return _reading_order(text_lines(page, number), page.rect.width)
 
 
 def _reading_order(lines: list[Line], width: float) -> list[Line]:
@@ -184,7 +186,7 @@ def _is_heading(line: Line, body: float, bold_counts: bool = True) -> bool:
         return False
     if paragraph_heading(text) is not None or META_LINE.match(text) or not any(c.isalpha() for c in text):
         return False
-    larger = line.size >= body * HEADING_SCALE
+    larger = line.size >= body * (OCR_HEADING_SCALE if line.ocr else HEADING_SCALE)
     if ":" in text and not larger:
         return False  # "Note: ..." in the body size is a sentence, not a heading
     numbered = NUMBERED.match(text) is not None and line.size >= body - 0.5
@@ -196,8 +198,13 @@ def _body_size(lines: list[Line]) -> float:
     return statistics.median(sizes) if sizes else 10.0
 
 
-def _figures(page: pymupdf.Page, number: int, lines: list[Line], min_side: int) -> list[Figure]:
+def _figures(
+    page: pymupdf.Page, number: int, lines: list[Line], min_side: int, scan: ScanPage | None = None
+) -> list[Figure]:
+    """The page's embedded images as figures with their captions; on a page read by OCR, the image
+    that is the page's scan is none, and the pictures found on the scan are figures instead."""
     figures = []
+    page_area = max(page.rect.width * page.rect.height, 1.0)
     for info in page.get_images(full=True):
         xref = info[0]
         try:
@@ -209,10 +216,23 @@ def _figures(page: pymupdf.Page, number: int, lines: list[Line], min_side: int) 
         rect = rects[0]
         if rect.width < min_side / 2 or rect.height < min_side / 2:
             continue
-        figure = Figure(number, xref, (rect.x0, rect.y0, rect.x1, rect.y1))
+        if scan is not None and (rect & page.rect).get_area() >= SCAN_COVER * page_area:
+            continue
+        figures.append(Figure(number, xref, (rect.x0, rect.y0, rect.x1, rect.y1)))
+    for box in scan.pictures if scan is not None else []:
+        if min(box[2] - box[0], box[3] - box[1]) < min_side / 2 or any(_overlap(box, f.bbox) for f in figures):
+            continue
+        figures.append(Figure(number, 0, box, clip=box))
+    for figure in figures:
         figure.caption = _caption(figure, lines)
-        figures.append(figure)
     return figures
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    """Whether the boxes share more than half of the smaller one."""
+    width, height = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return width > 0 and height > 0 and width * height > 0.5 * max(smaller, 1e-6)
 
 
 def _caption(figure: Figure, lines: list[Line]) -> str | None:
@@ -253,99 +273,103 @@ def _outline_sections(document: pymupdf.Document, lines: list[Line]) -> list[tup
     return found
 
 
-def _tables(page: pymupdf.Page, number: int) -> list[tuple[tuple[float, float, float, float], list[Section]]]:
-    """Defect tables of the page: (their area, one section per row). Only ruled pages are searched."""
-    try:
-        if not page.get_drawings():
-            return []
-        tables = page.find_tables().tables
-    except Exception:  # table detection is a heuristic; a page it cannot read is simply not a table
-        return []
-    words = page.get_text("words")
-
-    def cell_text(bbox: tuple[float, float, float, float] | None) -> str:
-        if bbox is None:
-            return ""
-        inside = [w for w in words if _inside((w[0], w[1], w[2], w[3]), bbox)]
-        inside.sort(key=lambda w: (round(w[1]), w[0]))
-        return " ".join(w[4] for w in inside).strip()
-
-    found = []
-    for table in tables:
-        rows = table.rows
-        if len(rows) < 2:
-            continue
-        header = [cell_text(c) for c in rows[0].cells]
-        key = next((i for i, h in enumerate(header) if TABLE_KEY.search(h)), None)
-        if key is None:
-            continue
-        sections = []
-        for row in rows[1:]:
-            cells = [cell_text(c) for c in row.cells]
-            if key >= len(cells) or not cells[key]:
-                continue
-            section = Section(title=cells[key], heading_source="table")
-            body = [f"{header[i]}: {c}" if header[i] and i != key else c for i, c in enumerate(cells) if c and i != key]
-            bbox = tuple(row.bbox)
-            section.lines = [Line(number, bbox, text, 10.0, False) for text in body]
-            section.touch(number, bbox)
-            sections.append(section)
-        if sections:
-            found.append((tuple(table.bbox), sections))
-    return found
+def _rows(table: Table, ocr_pages: set[int]) -> list[Section]:
+    """A defect table's rows as sections: titled by the key cell, the other cells under their
+    column's name."""
+    sections = []
+    for row in table.rows:
+        section = Section(title=row.cells[table.key], heading_source="table")
+        first = min(row.boxes)
+        for i, (name, cell) in enumerate(zip(table.header, row.cells, strict=True)):
+            if cell and i != table.key:
+                text = f"{name}: {cell}" if name else cell
+                section.lines.append(Line(first, row.boxes[first], text, 10.0, False, ocr=first in ocr_pages))
+        for page, box in sorted(row.boxes.items()):
+            section.touch(page, box)
+        section.figures = list(row.figures)
+        sections.append(section)
+    return sections
 
 
-def _gap(y: float, bbox: tuple[float, float, float, float]) -> float:
-    """Vertical distance of ``y`` from the box (0 inside)."""
-    return max(bbox[1] - y, 0.0, y - bbox[3])
+def _read_page(
+    page: pymupdf.Page, number: int, ocr: OcrSetup | None, scans: list[PageRead]
+) -> tuple[list[Line], list[Word], Rules, ScanPage | None]:
+    """The page's lines, words and ruling: from OCR when the page is to be read so (and can be),
+    else from its text layer."""
+    textless = ocr is not None and ocr.textless(page)
+    if ocr is not None and (textless or ocr.mode == "always"):
+        if ocr.mode == "never" or not ocr.available:
+            if textless:
+                scans.append(PageRead(number, problem=f"no text layer: it needs OCR, but {ocr.problem}"))
+        else:
+            try:
+                scan = read_scan(page, number, ocr)
+            except Exception as e:  # Tesseract failing on one page must not lose the file
+                scans.append(PageRead(number, problem=f"OCR failed ({type(e).__name__}: {e})"))
+            else:
+                rules = scan.rules
+                if not textless:  # --ocr always on a page with a text layer: its drawn rules hold too
+                    drawn = drawn_rules(page)
+                    rules = Rules(rules.horizontal + drawn.horizontal, rules.vertical + drawn.vertical)
+                problem = None if scan.lines else "OCR found no text on it (a photo, or a blank page)"
+                scans.append(PageRead(number, scan.dpi, scan.characters, problem))
+                return _reading_order(scan.lines, page.rect.width), scan.words, rules, scan
+    return _page_lines(page, number), text_words(page), drawn_rules(page), None
 
 
-def _inside(bbox: tuple[float, float, float, float], area: tuple[float, float, float, float]) -> bool:
+def _inside(bbox: Box, area: Box) -> bool:
     cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
     return area[0] - 1 <= cx <= area[2] + 1 and area[1] - 1 <= cy <= area[3] + 1
 
 
 def read_structure(
-    document: pymupdf.Document, min_figure_side: int = 32, starts_pages: set[int] | frozenset[int] = frozenset()
+    document: pymupdf.Document,
+    min_figure_side: int = 32,
+    starts_pages: set[int] | frozenset[int] = frozenset(),
+    ocr: OcrSetup | None = None,
 ) -> Structure:
     """The PDF's sections in reading order (see the module docstring). ``starts_pages``: pages
-    that begin a section of their own when the PDF has no structure (a sidecar names them)."""
+    that begin a section of their own when the PDF has no structure (a sidecar names them).
+    ``ocr``: how pages are read by OCR (None: never)."""
     pages = [document[i] for i in range(document.page_count)]
     for page in pages:
         if page.rotation:
             page.remove_rotation()  # positions in the page as shown (in memory only)
     lines: list[Line] = []
     figures: list[Figure] = []
-    tables: list[tuple[int, tuple[float, float, float, float], list[Section]]] = []
+    tables: list[Table] = []
     scans: list[Section] = []
+    reads: list[PageRead] = []
     middles: dict[int, float] = {}
+    sized: list[Line] = []  # every line, a table's too: what the body size is read from
     for number, page in enumerate(pages, 1):
-        page_lines = _page_lines(page, number)
+        page_lines, words, rules, scan = _read_page(page, number, ocr, reads)
+        sized += page_lines
         if any(ln.column for ln in page_lines):
             middles[number] = page.rect.width / 2
-        page_figures = _figures(page, number, page_lines, min_figure_side)
-        for area, rows in _tables(page, number):
-            tables.append((number, area, rows))
-            taken = []
-            reach = max(r.clips[number][3] - r.clips[number][1] for r in rows)
-            for figure in page_figures:
-                middle = (figure.bbox[1] + figure.bbox[3]) / 2
-                if figure.bbox[2] < area[0] or not area[1] - 5 <= middle <= area[3] + reach:
-                    continue
-                row = min(rows, key=lambda r: _gap(middle, r.clips[number]))
-                row.figures.append(figure)
-                row.touch(number, figure.bbox)
-                taken.append(figure)
+        page_figures = _figures(page, number, page_lines, min_figure_side, scan)
+        running = tables[-1] if tables and tables[-1].open else None
+        try:
+            on_page = read_tables(number, words, rules, page_figures, page.rect.height, running)
+        except Exception:  # table reading is a heuristic; a page it cannot read is simply not a table
+            on_page = []
+        for table in on_page:
+            if table is not running:
+                tables.append(table)
+            area = table.areas[number]
+            taken = [f for row in table.rows for f in row.figures]
             page_figures = [f for f in page_figures if f not in taken and not _inside(f.bbox, area)]
             page_lines = [ln for ln in page_lines if not _inside(ln.bbox, area)]
-        if not page_lines and not any(t[0] == number for t in tables) and page_figures:
-            scan = Section(title=None, heading_source="scan", figures=[])
-            scan.touch(number, tuple(page.rect))
-            scans.append(scan)
+        if running is not None and number not in running.areas:
+            running.open = False  # the next page did not go on with it
+        if not page_lines and not any(number in t.areas for t in tables) and (page_figures or scan is not None):
+            section = Section(title=None, heading_source="scan", figures=[])
+            section.touch(number, tuple(page.rect))
+            scans.append(section)
             continue
         lines += page_lines
         figures += page_figures
-    body = _body_size(lines)
+    body = _body_size(sized)
     outline = _outline_sections(document, lines) if document.get_toc() else []
     if outline and sum(line is not None for line, *_ in outline) < len(outline) / 2:
         outline = []  # an outline that points at no text: find the headings instead
@@ -372,10 +396,10 @@ def read_structure(
             if len(top) == 1 and top[0].page == 1 and (len(headings) > 1 or top[0] is opening):
                 title = top[0].text
                 headings.remove(top[0])
-        sizes = sorted({ln.size for ln in headings}, reverse=True)
+        levels = _levels([ln.size for ln in headings])
         for ln in headings:
             numbering = NUMBERED.match(ln.text)
-            level = numbering.group(1).count(".") + 1 if numbering else sizes.index(ln.size) + 1
+            level = numbering.group(1).count(".") + 1 if numbering else levels[ln.size]
             starts[id(ln)] = (strip_numbering(ln.text), level, "heading")
     sections: list[Section] = []
     parents: list[tuple[int, str]] = []
@@ -410,11 +434,32 @@ def read_structure(
     for section in kept:
         if section.heading_source == "page" and section.lines and _title_like(section.lines[0].text):
             section.title = section.lines.pop(0).text  # the first line of a page without structure
-    for _, _, rows in tables:
+    ocr_pages = {read.page for read in reads if read.problem is None}
+    for table in tables:
+        rows = _rows(table, ocr_pages)
+        where = (table.pages[0], table.areas[table.pages[0]][1])
+        owner = None
+        for section in sections:  # the heading the table sits under: context for its rows' labels
+            if section.title and section.pages and (min(section.pages), section.clips[min(section.pages)][1]) <= where:
+                owner = section
+        for row in rows:
+            row.parents = [*owner.parents, owner.title] if owner is not None and owner.title else []
         kept += rows
     kept += scans
     kept.sort(key=_position)
-    return Structure(title=title, sections=kept)
+    return Structure(title=title, sections=kept, tables=tables, scans=reads)
+
+
+def _levels(sizes: list[float]) -> dict[float, int]:
+    """Each heading size's level (1 the biggest): sizes within ``LEVEL_STEP`` of a level's
+    biggest are that level."""
+    levels: dict[float, int] = {}
+    level, top = 0, 0.0
+    for size in sorted(set(sizes), reverse=True):
+        if level == 0 or size < top * LEVEL_STEP:
+            level, top = level + 1, size
+        levels[size] = level
+    return levels
 
 
 def _title_like(text: str) -> bool:

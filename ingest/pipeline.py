@@ -76,6 +76,8 @@ def _preview(previews: dict[str, DocumentPreview], item: LockItem) -> None:
         )
     if item.page is not None and item.page not in preview.pages:
         preview.pages.append(item.page)
+    if item.ocr and item.page is not None and item.page not in preview.ocr_pages:
+        preview.ocr_pages.append(item.page)
     if item.kind == "figure":
         preview.figures.append(FigurePreview(page=item.page, caption=item.text))
     elif item.kind == "image":
@@ -95,13 +97,21 @@ def unlabeled(preview: DocumentPreview) -> UnlabeledDocument | None:
         return None
     scan = labels.defect_type.source == "scan"
     hint = (
-        "a page without a text layer (a scan): label it in a sidecar (<file>.yaml, pages: {N: {...}})"
+        "a page without a text layer (a scan) that OCR did not read (the report's OCR lines say why): label it in "
+        "a sidecar (<file>.yaml, pages: {N: {...}})"
         if scan
         else "name it in a taxonomy (--taxonomy FILE: categories/defect_types with synonyms), a sidecar, "
         "or --category/--defect-type"
     )
     page = min(preview.pages) if preview.pages else None
     return UnlabeledDocument(source=preview.source, page=page, title=preview.title, missing=missing, hint=hint)
+
+
+def _found(report: IngestReport, unit: SourceUnit) -> None:
+    """What reading ``unit`` found besides its locks: notes, a PDF's tables, its pages read by OCR."""
+    report.notes += unit.notes
+    report.tables += unit.tables
+    report.ocr += unit.ocr
 
 
 class Ingestor:
@@ -144,6 +154,7 @@ class Ingestor:
                 report.failed.append(FileFailure(path=entry.key, reason=str(e).removeprefix(f"{entry.key}: ")))
             except Exception as e:  # a library failing on one file must not stop the preview of the others
                 report.failed.append(FileFailure(path=entry.key, reason=f"{type(e).__name__}: {e}"))
+            _found(report, entry)
         report.preview = list(previews.values())
         report.documents = len(previews)
         report.unlabeled = [u for p in report.preview if (u := unlabeled(p)) is not None]
@@ -189,7 +200,9 @@ class Ingestor:
             if progress:
                 progress(len(found), len(found), "")
         report.unlabeled = [u for p in self._labels.values() if (u := unlabeled(p)) is not None]
-        report.notes += [note for entry in found if not isinstance(entry, Skipped) for note in entry.notes]
+        for entry in found:
+            if not isinstance(entry, Skipped):
+                _found(report, entry)
         report.seconds = round(time.perf_counter() - started, 3)
         if strict and report.failed:
             first = report.failed[0]
@@ -339,6 +352,7 @@ class Ingestor:
             page=item.page,
             blob=blob,
             text=item.text,
+            ocr=item.ocr,
         )
         return StorePoint(
             id=lock_id(sha, self.encoder.identity.name), vectors={vector_name: vector}, payload=payload.model_dump()

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from kbengine.core.schemas import KnowledgeDocument, LockKind
+from kbengine.core.schemas import KnowledgeDocument, LockKind, OcrPage, TableFound
 from kbengine.core.vocabulary import NORMAL_TYPE
 
 NAMESPACE = uuid.UUID("6f1c1a52-3c1e-5b8a-9a57-2f7e0d3c4b11")
@@ -40,6 +40,8 @@ class LockItem:
     image_suffix: str = ".png"
     text: str | None = None
     page: int | None = None
+    ocr: bool = False
+    """Its content was read by OCR (a scanned page, a picture cut out of one, their text)."""
 
 
 @dataclass
@@ -52,6 +54,9 @@ class SourceUnit:
     fingerprint: str = field(default="", init=False)
     notes: list[str] = field(default_factory=list, init=False)
     """What reading the unit changed from the settings (a huge page rendered at a lower DPI, ...)."""
+    tables: list[TableFound] = field(default_factory=list, init=False)
+    ocr: list[OcrPage] = field(default_factory=list, init=False)
+    """A PDF's defect tables and the pages OCR read (or could not), for the report."""
 
     def compute_fingerprint(self, options: str) -> str:
         h = hashlib.sha256(f"{self.kind}\0{options}\0{self.extra}\0".encode())

@@ -331,6 +331,23 @@ def write_pdf_catalogue(
     return path
 
 
+def write_scan(source: Path, path: Path, dpi: int = 150) -> Path:
+    """``source`` as the scan a plant keeps: each page rasterised at ``dpi`` and put back as the
+    page's only content (no text layer: OCR has to read it)."""
+    import pymupdf
+
+    scan = pymupdf.open()
+    with pymupdf.open(source) as document:
+        for page in document:
+            image = page.get_pixmap(dpi=dpi).tobytes("png")
+            new = scan.new_page(width=page.rect.width, height=page.rect.height)
+            new.insert_image(new.rect, stream=image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scan.save(path)
+    scan.close()
+    return path
+
+
 def _save(img: Image.Image, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)

@@ -1,6 +1,8 @@
-"""Real product documents: PDFs in six layouts without kbengine's heading lines become one knowledge
-document per section, titled by its heading, labelled by a taxonomy (or the knowledge base's own
-names), with figures tied to their captions; a dry run shows it all and writes nothing."""
+"""Real product documents: PDFs in real-world layouts without kbengine's heading lines (numbered
+guides, outlines, two columns, defect tables ruled by a grid, by horizontal lines only or by
+whitespace, tables over two pages) become one knowledge document per section, titled by its
+heading, labelled by a taxonomy (or the knowledge base's own names), with figures tied to their
+captions; a dry run shows it all and writes nothing."""
 
 from __future__ import annotations
 
@@ -12,31 +14,15 @@ from typer.testing import CliRunner
 
 from kbengine import synth
 from kbengine.cli import app
-from kbengine.core.encoders.base import Encoder
 from kbengine.core.errors import InvalidInputError
-from kbengine.core.schemas import DocumentPreview, IngestReport, LockPayload
+from kbengine.core.schemas import LockPayload
 from kbengine.core.store import Where
 from tests.conftest import open_kb
-from tests.ingest.pdf_layouts import LAYOUTS, TAXONOMY, Expected
+from tests.ingest.conftest import found, preview
+from tests.ingest.pdf_layouts import TABLES, limits_table, table_in_a_manual, two_column_prose
 
 
-@pytest.fixture(scope="module")
-def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[Expected]]]:
-    root = tmp_path_factory.mktemp("layouts")
-    (root / "taxonomy.yaml").write_text(TAXONOMY)
-    return {name: write(root / f"{name}.pdf") for name, write in LAYOUTS.items()}
-
-
-def preview(kb_path: Path, packaged: Encoder, pdf: Path, **options: object) -> IngestReport:
-    with open_kb(kb_path, packaged) as kb:
-        return kb.ingest(pdf, dry_run=True, **options)  # type: ignore[arg-type]
-
-
-def found(report: IngestReport) -> list[DocumentPreview]:
-    return [d for d in report.preview if d.labels is None or d.labels.defect_type.source != "scan"]
-
-
-@pytest.mark.parametrize("layout", ["numbered", "bookmarks", "columns", "table", "page-break"])
+@pytest.mark.parametrize("layout", ["numbered", "bookmarks", "columns", "page-break", *TABLES])
 def test_sections_titles_labels_and_captions(layout, layouts, tmp_path, packaged):
     pdf, expected = layouts[layout]
     report = preview(tmp_path / "kb", packaged, pdf, taxonomy=pdf.parent / "taxonomy.yaml")
@@ -50,6 +36,60 @@ def test_sections_titles_labels_and_captions(layout, layouts, tmp_path, packaged
         assert [f.caption for f in doc.figures if f.caption] == want.captions
         assert len(doc.figures) == 1  # each section's own photo, none of its neighbour's
     assert not report.unlabeled and not (tmp_path / "kb" / "qdrant").exists()  # a dry run writes nothing
+    assert [t.ruling for t in report.tables] == ([TABLES[layout]] if layout in TABLES else [])  # prose is no table
+
+
+@pytest.mark.parametrize("layout", list(TABLES))
+def test_a_table_of_any_ruling_is_a_document_per_row_and_its_header_none(layout, layouts, tmp_path, packaged):
+    pdf, expected = layouts[layout]
+    report = preview(tmp_path / "kb", packaged, pdf, taxonomy=pdf.parent / "taxonomy.yaml")
+    (table,) = report.tables  # one table, though split over two pages
+    assert table.header == ["Defect", "Description", "Image"] and table.rows == len(expected)
+    assert table.pages == sorted({page for want in expected for page in want.pages})
+    assert not {d.title for d in report.preview} & {"Defect", "Description", "Image"}
+    assert all(d.sections == ["description"] and d.text_locks == 1 for d in report.preview)
+
+
+def test_a_table_inside_a_chapter_ends_where_the_text_goes_on(tmp_path, packaged, layouts):
+    """A table between paragraphs: the paragraph after it is its chapter's, not a row; its rows'
+    category comes from the chapter's heading."""
+    pdf, expected = table_in_a_manual(tmp_path / "manual.pdf")
+    report = preview(tmp_path / "kb", packaged, pdf, taxonomy=layouts["numbered"][0].parent / "taxonomy.yaml")
+    rows = [d for d in report.preview if d.defect_type != "unspecified"]
+    assert [(d.title, d.category, d.defect_type) for d in rows] == [(e.title, e.category, e.defect_type)
+                                                                     for e in expected]  # fmt: skip
+    assert all(d.labels is not None and d.labels.category.confidence == 0.85 for d in rows)  # the heading above
+    assert [t.rows for t in report.tables] == [2]
+    assert [d.title for d in report.preview if d not in rows] == ["Tile surface defects", "Packaging"]
+
+
+def test_a_compact_table_of_text_only_is_a_document_per_line(tmp_path, packaged, layouts):
+    pdf, expected = limits_table(tmp_path / "limits.pdf")
+    report = preview(tmp_path / "kb", packaged, pdf, taxonomy=layouts["numbered"][0].parent / "taxonomy.yaml")
+    rows = [d for d in report.preview if d.defect_type != "unspecified"]  # the note under the table is no row
+    assert [(d.title, d.category, d.defect_type) for d in rows] == [(e.title, e.category, e.defect_type)
+                                                                     for e in expected]  # fmt: skip
+    assert [(t.ruling, t.header, t.rows) for t in report.tables] == [("rules", ["Defect", "Acceptance limit"], 2)]
+
+
+def test_prose_in_two_columns_under_a_defects_heading_is_no_table(tmp_path, packaged):
+    report = preview(tmp_path / "kb", packaged, two_column_prose(tmp_path / "notes.pdf"))
+    assert not report.tables and not report.failed
+    assert any("broken rim" in d.title.lower() or d.sections for d in report.preview)  # the prose is still read
+
+
+def test_a_table_row_stores_its_image_as_a_figure_and_its_cells_as_text(layouts, tmp_path, packaged):
+    with open_kb(tmp_path / "kb", packaged) as kb:
+        pdf, expected = layouts["split-no-header"]
+        report = kb.ingest(pdf, taxonomy=pdf.parent / "taxonomy.yaml")
+        assert report.ok and report.documents == 3 and [t.rows for t in report.tables] == [3]
+        locks = [LockPayload.read(h.payload) for h in kb.store.scroll()]
+        for want in expected:
+            mine = [lock for lock in locks if lock.title == want.title]
+            assert sorted(lock.kind for lock in mine) == ["figure", "page", "text"]
+            assert {lock.page for lock in mine} == set(want.pages) and not any(lock.ocr for lock in mine)
+            text = next(lock for lock in mine if lock.kind == "text")
+            assert text.text is not None and text.text.startswith(f"{want.title}. description: ")
 
 
 def test_labels_right_for_at_least_95_percent_of_the_sections(layouts, tmp_path, packaged):
@@ -59,7 +99,7 @@ def test_labels_right_for_at_least_95_percent_of_the_sections(layouts, tmp_path,
         wanted = {e.title: (e.category, e.defect_type) for e in expected}
         total += len(expected)
         right += sum(1 for d in docs if wanted.get(d.title) == (d.category, d.defect_type))
-    assert total == 10 and right / total >= 0.95
+    assert total == 21 and right / total >= 0.95
 
 
 def test_ingested_sections_keep_their_text_sections_figures_and_pages(layouts, tmp_path, packaged):

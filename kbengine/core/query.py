@@ -56,7 +56,6 @@ class Query:
         self._global_key: np.ndarray | None = None
         self._scores: dict[str, PatchScores] = {}
         self._regions: dict[str, np.ndarray] = {}
-        self._bank_keys: dict[str, np.ndarray] = {}
         self._raw: dict[int, np.ndarray] | None = None
 
     @classmethod
@@ -102,15 +101,6 @@ class Query:
             else:
                 self._global_key = self.encoder.embed_images([self.picture])[0]
         return self._global_key
-
-    def bank_global_key(self, bank: ReferenceBank) -> np.ndarray:
-        """The global embedding as ``bank`` reads photos: the plain one unless the bank
-        standardises brightness (then one more pass, on the standardised photo)."""
-        if not bank.bank.profile.photometric:
-            return self.global_key
-        if bank.fingerprint not in self._bank_keys:
-            self._bank_keys[bank.fingerprint] = self.encoder.embed_images([bank.bank.prepare(self.picture)])[0]
-        return self._bank_keys[bank.fingerprint]
 
     def patch_scores(self, bank: ReferenceBank) -> PatchScores:
         """The photo's patches against ``bank`` (computed once per bank)."""

@@ -4,9 +4,8 @@ own decision threshold) and an image score, and the verdict that fuses them.
 - ``references``: nearest-normal-patch distances against the category's memory bank, read as z
   against the normal distances of each patch's ring from the border (``MemoryBank.patch_z``) and
   scaled by the bank's leave-one-out calibration (the map: ``kbengine.core.maps.reference_map``,
-  which seek's focus key reads too); the image score is the logistic of the image z
-  (the larger of the local score's and, when the bank's profile keeps it, the global
-  embedding's: ``Calibration.image_z``) over 3.
+  which seek's focus key reads too); the image score is the logistic of the local score's z
+  (``Calibration.image_z``) over 3.
 - ``zero_shot``: the eq. 2 map of CLIP patch tokens against the prompt pair.
 - the verdict: the mean of the maps and of the scores (``anomaly_map.fuse``), binarised at the
   settings' threshold with hysteresis (``kbengine.core.regions.grow``), with regions.
@@ -38,11 +37,7 @@ def score_rule(reference: ReferenceBank) -> str:
     if bank.calibration is None:
         return "top-1% mean of the smoothed patch distances (uncalibrated: one reference)"
     rings = bank.calibration.rings
-    local = LOCAL_RULE if rings is None or rings.by_ring else POOLED_RULE
-    off = bank.profile.global_term_off()
-    if off is None:
-        return f"max of the {local} and the global embedding z"
-    return f"{local}; global term off ({off})"
+    return LOCAL_RULE if rings is None or rings.by_ring else POOLED_RULE
 
 
 @dataclass
@@ -63,8 +58,7 @@ def reference_evidence(query: Query, reference: ReferenceBank, *, alone: bool) -
     anomaly_map = reference_map(distances, bank, query.size)
     c = bank.calibration
     if c is not None:
-        global_distance = bank.global_distance(query.bank_global_key(reference)) if bank.profile.global_term else None
-        z = c.image_z(image_score(bank.patch_z(distances)), global_distance)
+        z = c.image_z(image_score(bank.patch_z(distances)))
         return MapEvidence(anomaly_map, float(logistic(z / 3.0)), calibrated=True)
     return MapEvidence(
         anomaly_map,

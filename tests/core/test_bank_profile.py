@@ -8,12 +8,10 @@ from PIL import Image, ImageDraw
 
 from kbengine.core.banks.memory_bank import MemoryBank, _stitch, build_bank, score_images
 from kbengine.core.banks.profile import (
-    BankProfile,
     profile_references,
     split,
     standardise,
     tiles_along,
-    with_global_spread,
 )
 
 
@@ -64,22 +62,24 @@ def test_large_photos_are_tiled_on_a_grid_in_relative_coordinates():
     assert np.array_equal(whole[0, 0, :2, 2:4], grids[1, 0]) and np.array_equal(whole[1, 0, 2:, 4:], grids[11, 0])
 
 
-def test_the_global_term_needs_aligned_references_that_agree():
-    base = BankProfile()
-    agree = np.array([0.05, 0.06, 0.055, 0.052])
-    assert with_global_spread(base, agree).global_term
-    assert not with_global_spread(base, np.array([0.01, 0.2, 0.02, 0.15])).global_term
-    assert not with_global_spread(base, np.array([0.05])).global_term
-    assert not with_global_spread(BankProfile(alignment=0.36), agree).global_term  # no shared layout
-    assert with_global_spread(base, agree).global_term_off() is None
-    assert "layout" in str(with_global_spread(BankProfile(alignment=0.36), agree).global_term_off())
-    assert "spread" in str(with_global_spread(base, np.array([0.01, 0.2, 0.02, 0.15])).global_term_off())
+def test_alignment_tells_a_texture_from_an_aligned_part(packaged):
+    assert build_bank(packaged, [texture(s) for s in range(4)]).profile.alignment < 0.3
+    assert build_bank(packaged, [part(s) for s in range(4)]).profile.alignment >= 0.5
 
 
-def test_a_texture_bank_leaves_the_global_term_out_and_an_aligned_part_keeps_it(packaged):
-    assert not build_bank(packaged, [texture(s) for s in range(4)]).profile.global_term
-    part_bank = build_bank(packaged, [part(s) for s in range(4)])
-    assert part_bank.profile.alignment >= 0.5 and part_bank.profile.global_term
+def test_a_bank_cached_with_the_global_term_still_loads(packaged):
+    """Profiles and calibrations cached before the global term went had two more fields each."""
+    bank = build_bank(packaged, [part(s) for s in range(3)])
+    arrays = bank.to_arrays()
+    p = bank.profile
+    legacy = {
+        **arrays,
+        "profile": np.array([p.photometric, p.augment, 1.0, *p.tiles, p.alignment, p.brightness_cv, 0.3]),
+        "calibration": np.concatenate([arrays["calibration"], [0.1, 0.02]]),
+    }
+    loaded = MemoryBank.from_arrays(legacy)
+    assert loaded.profile == p and loaded.calibration is not None
+    assert loaded.calibration.image_mean == bank.calibration.image_mean  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("gain", [0.7, 1.2])

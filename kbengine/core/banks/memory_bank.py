@@ -12,7 +12,7 @@ Size: greedy k-center coreset (on a 64-d random projection) keeps at most ``max_
 (32768: up to 41 references at 28x28 patches fit whole; more are subsampled once, then cached,
 from a candidate pool of at most ``POOL_FACTOR * max_patches``, so a bank of 200 references
 builds in about 23 s and 1 GB on 2 cores). Features are assembled batch by batch into one
-array, and global embeddings taken in batches, so memory grows with the patches, not with a
+array, so memory grows with the patches, not with a
 forward pass over every reference at once (200 references: 3.3 GB peak before, 1.0 GB after). A tiled
 category's queries have more patches, so its bank keeps at most ``2 * max_patches / tiles``
 (16384 at 2x2 tiles): the nearest-patch search, the larger cost of a query, stays bounded.
@@ -24,10 +24,9 @@ normal patch and image scores give the map's scale (the 99.9th percentile of nor
 becomes the binarisation threshold) and the image score's z statistics (the image threshold is
 z = 3).
 
-Image level: the local score's z is combined (max) with the z of the image's global embedding
-distance to its nearest reference (leave-one-out statistics), which catches changes spread over
-the whole part, when the category's profile keeps the global term (``profile``: the references'
-alignment and their own global spread decide; docs/detect.md has the figures).
+Image level: the local score's z (the mean of the top 1% of the smoothed patch z, against the
+references' leave-one-out scores); a global-embedding term tied with none on the multi-set suite
+(docs/suite.md) and went.
 
 How photos are read (brightness standardisation, tiles, flipped references) is the category's
 ``BankProfile``, decided here from the references alone and applied alike to every query.
@@ -47,7 +46,7 @@ from PIL import Image
 
 from kbengine.core.banks.border import RingStats
 from kbengine.core.banks.nearest import PatchSearch, nearest_distance
-from kbengine.core.banks.profile import BankProfile, flips, profile_references, split, standardise, with_global_spread
+from kbengine.core.banks.profile import BankProfile, flips, profile_references, split, standardise
 from kbengine.core.banks.scoring import image_score
 from kbengine.core.encoders.base import Encoder
 
@@ -75,20 +74,13 @@ class Calibration:
     patch_threshold: float
     image_mean: float
     image_std: float
-    global_mean: float = 0.0
-    global_std: float = 0.0
     rings: RingStats | None = None
     """Normal distances per ring from the border (``border``): patch distances are read as z
     against them, and the fields above are in those z units; None in a bank cached before them."""
 
-    def image_z(self, local: float, global_distance: float | None) -> float:
-        """How unusual the image is, in normal standard deviations: the larger of the local score's
-        z and the global embedding's nearest-normal distance z (the image threshold is z = 3);
-        ``global_distance`` None leaves the global term out."""
-        z = (local - self.image_mean) / max(self.image_std, 1e-6)
-        if global_distance is not None and self.global_std > 0:
-            z = max(z, (global_distance - self.global_mean) / max(self.global_std, 1e-6))
-        return z
+    def image_z(self, local: float) -> float:
+        """How unusual the image is, in normal standard deviations (the image threshold is z = 3)."""
+        return (local - self.image_mean) / max(self.image_std, 1e-6)
 
 
 @dataclass
@@ -100,15 +92,7 @@ class MemoryBank:
     layers: tuple[int, ...]
     references: int
     calibration: Calibration | None = None
-    global_keys: np.ndarray | None = None
-    """(n, D) unit global embeddings of the references (read as ``prepare`` reads them)."""
     profile: BankProfile = field(default_factory=BankProfile)
-
-    def global_distance(self, key: np.ndarray) -> float | None:
-        """1 - the cosine of ``key`` to the nearest reference's global embedding."""
-        if self.global_keys is None or not len(self.global_keys):
-            return None
-        return float(1.0 - np.max(self.global_keys @ key))
 
     def patch_z(self, distances: np.ndarray) -> np.ndarray:
         """A (h, w) grid of nearest-normal distances in the units of the calibration: z against
@@ -135,8 +119,6 @@ class MemoryBank:
                     c.patch_threshold,
                     c.image_mean,
                     c.image_std,
-                    c.global_mean,
-                    c.global_std,
                 ],
                 np.float64,
             )
@@ -149,7 +131,6 @@ class MemoryBank:
             "layers": np.array(self.layers, np.int64),
             "references": np.array(self.references),
             "calibration": calib,
-            "global_keys": self.global_keys if self.global_keys is not None else np.zeros((0, 0), np.float32),
             "profile": self.profile.to_array(),
             "rings": c.rings.to_array() if c is not None and c.rings is not None else np.zeros((0, 0)),
         }
@@ -158,15 +139,13 @@ class MemoryBank:
     def from_arrays(cls, data: dict[str, np.ndarray]) -> MemoryBank:
         c = data["calibration"]
         calibration = None
-        if len(c) == 6:
-            patch_mean, patch_threshold, image_mean, image_std, global_mean, global_std = (float(v) for v in c)
+        if len(c) in (4, 6):  # 6: cached with the global term's mean and std after these
+            patch_mean, patch_threshold, image_mean, image_std = (float(v) for v in c[:4])
             calibration = Calibration(
                 patch_mean,
                 patch_threshold,
                 image_mean,
                 image_std,
-                global_mean,
-                global_std,
                 rings=RingStats.from_array(data["rings"]) if "rings" in data else None,
             )
         return cls(
@@ -175,7 +154,6 @@ class MemoryBank:
             layers=tuple(int(x) for x in data["layers"]),
             references=int(data["references"]),
             calibration=calibration,
-            global_keys=data["global_keys"] if "global_keys" in data and data["global_keys"].size else None,
             profile=BankProfile.from_array(data["profile"]) if "profile" in data else BankProfile(),
         )
 
@@ -309,25 +287,9 @@ def build_bank(
     origin = np.repeat(np.array(owner), feats.shape[1])
     count = profile.tiles[0] * profile.tiles[1]
     keep = coreset(flat, max_patches if count == 1 else min(max_patches, 2 * max_patches // count), seed)
-    global_keys = np.concatenate(
-        [encoder.embed_images(prepared[i : i + EMBED_BATCH]) for i in range(0, len(prepared), EMBED_BATCH)]
-    )
-    bank = MemoryBank(
-        patches=flat[keep],
-        layer_scale=scale,
-        layers=layers,
-        references=len(references),
-        global_keys=global_keys,
-        profile=profile,
-    )
+    bank = MemoryBank(patches=flat[keep], layer_scale=scale, layers=layers, references=len(references), profile=profile)
     if len(references) >= 2:
         bank.calibration = _calibrate(feats[: len(prepared)], grid, bank.patches, origin[keep], profile.tiles)
-        similarity = global_keys @ global_keys.T
-        np.fill_diagonal(similarity, -np.inf)
-        distances = 1.0 - similarity.max(axis=1)
-        bank.calibration.global_mean = float(distances.mean())
-        bank.calibration.global_std = float(distances.std()) or 1e-6
-        bank.profile = with_global_spread(profile, distances)
     return bank
 
 

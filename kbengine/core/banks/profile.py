@@ -9,17 +9,6 @@ from its normal references alone (a user has no defect labels at that point).
   references join the bank, with ``auto`` when the references are not aligned (``alignment``
   below ``ALIGNED``): a texture or a part photographed in any pose has no fixed layout a flip
   could violate; an aligned part has one, so ``auto`` never flips it.
-- ``global_term``: the global embedding's z joins the image score only when the references share
-  a layout (``alignment`` at least ``GLOBAL_ALIGNED``: their mean image keeps most of their pixel
-  variance) and their leave-one-out global distances agree among themselves (coefficient of
-  variation below ``GLOBAL_CV``). A global embedding describes a layout; without one (a texture,
-  crops of a surface) its distance to the nearest reference is the arrangement's noise, and a wide
-  spread says framing varies, so a normal photo framed differently would be far from every
-  reference. With patch distances read by border ring (``border``) the global term no longer
-  helped unaligned references (magnetic tile, alignment 0.36: 0.766 without, 0.717 with; real
-  textures, 0.06: 0.931 / 0.934 mean; generated fabric and tile: 1.000 either way); aligned parts
-  keep it (a generated disc, 0.89), where a missing or misplaced component leaves every patch
-  looking normal.
 - ``tiles`` (opt-in, setting ``detect_tiles=auto``): photos whose references are at least
   ``2 * TILE_SIDE`` pixels along a side are read as a grid of tiles (at most ``MAX_TILES`` per
   side), each at the encoder's resolution, so a defect of 0.1% of a large photo still covers
@@ -27,6 +16,9 @@ from its normal references alone (a user has no defect labels at that point).
   photo's relative coordinates, so references and queries are read alike whatever their pixel
   size. Off by default: on generated 1024 px parts, whose defects are not small, tiles lost 0.04
   image AUROC (an aligned part 0.986 -> 0.944); the whole part in one view sees its layout.
+
+The image score is the patches' alone: a global-embedding term (for references that share a
+layout and agree) tied with no term on the multi-set suite, so it went.
 
 ``alignment`` is the share of the references' pixel variance that their mean image keeps (64x64
 grey, after per-photo standardisation): about 1/n for a texture, near 1 for an aligned part.
@@ -43,8 +35,6 @@ from PIL import Image
 
 BRIGHTNESS_CV = 0.1
 ALIGNED = 0.3
-GLOBAL_CV = 0.45
-GLOBAL_ALIGNED = 0.5
 TILE_SIDE = 224
 MAX_TILES = 2
 GREY_MEAN, GREY_STD = 127.0, 50.0
@@ -54,23 +44,19 @@ GREY_MEAN, GREY_STD = 127.0, 50.0
 class BankProfile:
     photometric: bool = False
     augment: bool = False
-    global_term: bool = True
     tiles: tuple[int, int] = (1, 1)
     """(rows, columns)."""
     alignment: float = 1.0
     brightness_cv: float = 0.0
-    global_cv: float = 0.0
 
     def to_array(self) -> np.ndarray:
         return np.array(
             [
                 self.photometric,
                 self.augment,
-                self.global_term,
                 *self.tiles,
                 self.alignment,
                 self.brightness_cv,
-                self.global_cv,
             ],
             np.float64,
         )
@@ -78,7 +64,9 @@ class BankProfile:
     @classmethod
     def from_array(cls, values: np.ndarray) -> BankProfile:
         v = [float(x) for x in values]
-        return cls(bool(v[0]), bool(v[1]), bool(v[2]), (int(v[3]), int(v[4])), v[5], v[6], v[7])
+        if len(v) == 8:  # banks cached before the global term was dropped: (.., global_term, .., global_cv)
+            v = [v[0], v[1], v[3], v[4], v[5], v[6]]
+        return cls(bool(v[0]), bool(v[1]), (int(v[2]), int(v[3])), v[4], v[5])
 
     def describe(self) -> str:
         """What a user reads in ``Detection.evidence.views``."""
@@ -89,18 +77,9 @@ class BankProfile:
             parts.append("references flipped")
         return ", ".join(parts)
 
-    def global_term_off(self) -> str | None:
-        """Why the global term is left out, in words; None when it is kept."""
-        if self.global_term:
-            return None
-        if self.alignment < GLOBAL_ALIGNED:
-            return "the references share no layout"
-        return "the references' global spread is wide"
-
 
 def profile_references(references: Sequence[Image.Image], augment: str = "never", tiles: str = "off") -> BankProfile:
-    """The profile the references call for (``global_term`` is settled later, from their
-    global embeddings: :func:`with_global_spread`). ``augment``: never, auto or always;
+    """The profile the references call for. ``augment``: never, auto or always;
     ``tiles``: off (every photo whole) or auto."""
     grey = np.stack(
         [np.asarray(im.convert("L").resize((64, 64), Image.Resampling.BILINEAR), np.float64) for im in references]
@@ -119,22 +98,6 @@ def profile_references(references: Sequence[Image.Image], augment: str = "never"
         tiles=(tiles_along(heights), tiles_along(widths)) if tiles == "auto" else (1, 1),
         alignment=round(alignment, 4),
         brightness_cv=round(brightness_cv, 4),
-    )
-
-
-def with_global_spread(profile: BankProfile, loo_distances: np.ndarray) -> BankProfile:
-    """``profile`` with ``global_term`` decided from its alignment and the references'
-    leave-one-out global distances (each reference to its nearest other reference)."""
-    mean = float(loo_distances.mean()) if len(loo_distances) else 0.0
-    cv = float(loo_distances.std() / mean) if mean > 0 else 0.0
-    return BankProfile(
-        photometric=profile.photometric,
-        augment=profile.augment,
-        global_term=len(loo_distances) >= 2 and cv < GLOBAL_CV and profile.alignment >= GLOBAL_ALIGNED,
-        tiles=profile.tiles,
-        alignment=profile.alignment,
-        brightness_cv=profile.brightness_cv,
-        global_cv=round(cv, 4),
     )
 
 

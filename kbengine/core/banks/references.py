@@ -30,7 +30,7 @@ from kbengine.core.vocabulary import NORMAL_TYPE
 REFERENCE_KINDS = ("image", "figure")
 EXAMPLE_KINDS = ("image", "figure")
 """Locks that are photos: a category's normal references, and its defect examples."""
-BANK_VERSION = "6"
+BANK_VERSION = "7"
 
 
 @dataclass(frozen=True)

@@ -113,13 +113,13 @@ class Settings(BaseSettings):
         "never",
         description="Flipped normal references in the memory bank: 'auto' for categories whose references are not "
         "aligned (textures, parts in any pose), 'always', or 'never' (measured: it helps some textures and hurts "
-        "others; the README has the table).",
+        "others; docs/detect.md has the table).",
     )
     detect_tiles: Literal["off", "auto"] = Field(
         "off",
         description="Read large photos as tiles: 'auto' tiles categories whose references are at least 448 px on a "
         "side (up to 2x2; for defects under ~0.5% of the photo), 'off' reads every photo whole (measured: tiles lost "
-        "0.04 image AUROC on generated 1024 px parts; the README has the table).",
+        "0.04 image AUROC on generated 1024 px parts; docs/detect.md has the table).",
     )
     detect_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Binarisation level of the [0, 1] map.")
     # Reasoning (MLLM)

@@ -5,6 +5,7 @@ table is drawn with)."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -12,6 +13,8 @@ import pymupdf
 
 Box = tuple[float, float, float, float]
 """x0, y0, x1, y1 in page points (y down), as pymupdf gives them."""
+CAPTION = re.compile(r"^\s*(fig(ure)?\.?|abb\.?|image|photo)\s*\d+", re.IGNORECASE)
+"""A figure's caption: "Figure 3 ...", "Fig. 3", "Abb. 3", "Photo 3"."""
 
 
 @dataclass
@@ -118,7 +121,18 @@ def drawn_rules(page: pymupdf.Page) -> Rules:
                 elif stroked:
                     for a, b in ((rect.tl, rect.tr), (rect.bl, rect.br), (rect.tl, rect.bl), (rect.tr, rect.br)):
                         segment(a.x, a.y, b.x, b.y)
-    return rules
+    return Rules(_joined(rules.horizontal), _joined(rules.vertical))
+
+
+def _joined(segments: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """Collinear segments that touch as one: a grid drawn cell by cell has whole rules."""
+    out: list[tuple[float, float, float]] = []
+    for start, end, at in sorted(segments, key=lambda s: (round(s[2]), s[0])):
+        if out and abs(out[-1][2] - at) <= 1 and start <= out[-1][1] + 3:
+            out[-1] = (out[-1][0], max(out[-1][1], end), out[-1][2])
+        else:
+            out.append((start, end, at))
+    return out
 
 
 def capped_dpi(clip: Box, dpi: int, max_pixels: int) -> int:

@@ -157,16 +157,19 @@ def read_scan(page: pymupdf.Page, number: int, setup: OcrSetup) -> ScanPage:
     darkest = _pixels(look).min(axis=2)  # a coloured print is printed too
     paper = float(np.percentile(darkest, 98))
     scale = look.width / page.rect.width
-    pictures = _pictures(darkest < paper - 25, scale)
+    found = _pictures(darkest < paper - 25, scale)
+    pictures = [tight for tight, _ in found]
     ink = darkest < paper - 70
-    for x0, y0, x1, y1 in pictures:
-        ink[round(y0 * scale) : round(y1 * scale) + 1, round(x0 * scale) : round(x1 * scale) + 1] = False
+    for x0, y0, x1, y1 in (loose for _, loose in found):  # a photo's edges are no rules
+        ink[max(0, int(y0 * scale) - 2) : int(y1 * scale) + 3, max(0, int(x0 * scale) - 2) : int(x1 * scale) + 3] = (
+            False
+        )
     rules = _rules(ink, scale)
     dpi = capped_dpi(tuple(page.rect), setup.dpi, OCR_MAX_PIXELS)
     pixmap = page.get_pixmap(dpi=dpi, alpha=False)
     rgb = _pixels(pixmap)
     to_px = pixmap.width / page.rect.width
-    blanks = [(x0 - 2, y0 - 2, x1 + 2, y1 + 2) for x0, y0, x1, y1 in pictures]
+    blanks = [(x0 - 2, y0 - 2, x1 + 2, y1 + 2) for _, (x0, y0, x1, y1) in found]
     blanks += [(x0 - 1, y - RULE_MAX_THICKNESS, x1 + 1, y + RULE_MAX_THICKNESS) for x0, x1, y in rules.horizontal]
     blanks += [(x - RULE_MAX_THICKNESS, y0 - 1, x + RULE_MAX_THICKNESS, y1 + 1) for y0, y1, x in rules.vertical]
     for x0, y0, x1, y1 in blanks:  # Tesseract reads text, not photos and lines
@@ -208,14 +211,15 @@ def _readable(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
 
-def _pictures(printed: np.ndarray, scale: float) -> list[Box]:
-    """Dense printed regions (photos) of a page seen at ``scale`` pixels a point, as page boxes."""
+def _pictures(printed: np.ndarray, scale: float) -> list[tuple[Box, Box]]:
+    """Dense printed regions (photos) of a page seen at ``scale`` pixels a point: each as its box
+    to the pixel (the figure) and as the cells it was found in (what to white out)."""
     block = max(1, round(scale * 72 / 50))  # cells of about 1.44 points
     height, width = printed.shape[0] // block, printed.shape[1] // block
     density = printed[: height * block, : width * block].reshape(height, block, width, block).mean(axis=(1, 3))
     dense = ndimage.binary_opening(density > PICTURE_DENSITY, np.ones((5, 5), bool))  # text and rules open away
     labels, _ = ndimage.label(dense)
-    pictures: list[Box] = []
+    pictures: list[tuple[Box, Box]] = []
     cell = block / scale
     for found, region in enumerate(ndimage.find_objects(labels), 1):
         if region is None:
@@ -223,8 +227,20 @@ def _pictures(printed: np.ndarray, scale: float) -> list[Box]:
         rows, cols = region
         x0, x1, y0, y1 = cols.start * cell, cols.stop * cell, rows.start * cell, rows.stop * cell
         if min(x1 - x0, y1 - y0) >= PICTURE_MIN_SIDE and float((labels[region] == found).mean()) >= 0.6:
-            pictures.append((x0, y0, x1, y1))
+            pictures.append((_tighten(printed, (x0, y0, x1, y1), scale), (x0, y0, x1, y1)))
     return pictures
+
+
+def _tighten(printed: np.ndarray, box: Box, scale: float) -> Box:
+    """The picture's box to the pixel (its cells overhang it by up to one), less a pixel each side:
+    a strip of paper along a photo's edge reads as a defect to the patch features."""
+    left, top = max(0, int(box[0] * scale) - 1), max(0, int(box[1] * scale) - 1)
+    inside = printed[top : int(box[3] * scale) + 2, left : int(box[2] * scale) + 2]
+    rows, cols = np.flatnonzero(inside.mean(axis=1) >= 0.3), np.flatnonzero(inside.mean(axis=0) >= 0.3)
+    if not len(rows) or not len(cols):
+        return box
+    y0, y1, x0, x1 = top + int(rows[0]) + 1, top + int(rows[-1]), left + int(cols[0]) + 1, left + int(cols[-1])
+    return (x0 / scale, y0 / scale, x1 / scale, y1 / scale) if x1 > x0 and y1 > y0 else box
 
 
 def _rules(ink: np.ndarray, scale: float) -> Rules:

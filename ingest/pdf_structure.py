@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import pymupdf
 
-from ingest.pdf_page import Box, Figure, Line, Rules, Word, drawn_rules, text_lines, text_words
+from ingest.pdf_page import CAPTION, Box, Figure, Line, Rules, Word, drawn_rules, text_lines, text_words
 from ingest.pdf_scan import OcrSetup, ScanPage, read_scan
 from ingest.pdf_tables import Table, read_tables
 from kbengine.core.vocabulary import SECTION_NAMES
@@ -51,7 +51,6 @@ LEVEL_STEP = 0.92
 SCAN_COVER = 0.5
 """An image covering half the page or more is the page's scan, not a figure on it."""
 MAX_HEADING_WORDS = 12
-CAPTION = re.compile(r"^\s*(fig(ure)?\.?|abb\.?|image|photo)\s*\d+", re.IGNORECASE)
 NUMBERED = re.compile(r"^\s*(\d+(\.\d+)*)\.?\s+(\S.*)$")
 META_LINE = re.compile(r"^\s*(domain|category|defect[ _-]?type)\s*[:\-\u2013]", re.IGNORECASE)
 
@@ -282,7 +281,7 @@ def _rows(table: Table, ocr_pages: set[int]) -> list[Section]:
         first = min(row.boxes)
         for i, (name, cell) in enumerate(zip(table.header, row.cells, strict=True)):
             if cell and i != table.key:
-                text = f"{name}: {cell}" if name else cell
+                text = f"{name}: {cell}" if name and not cell.lower().startswith(name.lower()) else cell
                 section.lines.append(Line(first, row.boxes[first], text, 10.0, False, ocr=first in ocr_pages))
         for page, box in sorted(row.boxes.items()):
             section.touch(page, box)

@@ -25,7 +25,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ingest.pdf_page import Box, Figure, Rules, Word
+from ingest.pdf_page import CAPTION, Box, Figure, Rules, Word
 
 TABLE_KEY = re.compile(r"defect|fault|flaw|failure|imperfection|nonconformit", re.IGNORECASE)
 """A table is a defect table when a header cell names defects (not any "type" or "name" column)."""
@@ -268,21 +268,36 @@ def _body(
     above = [y for y in across if top - 10 <= y <= top + 1]
     if above:
         top = above[-1]
-    figures = [f for f in figures if (f.bbox[0] + f.bbox[2]) / 2 >= left]
+    names = (table.bounds[table.key], table.bounds[table.key + 1])
+
+    def beside(figure: Figure) -> bool:
+        """An image beside the key column (a row's), not across it (a figure under the table)."""
+        x0, x1 = figure.bbox[0], figure.bbox[2]
+        return (x0 + x1) / 2 >= left and (x1 <= names[0] or x0 >= names[1] - 2)
+
+    figures = [f for f in figures if beside(f)]
     body: list[_Line] = []
     bottom = header.y1 if header is not None else top
     end = start
     while end < len(lines):
         line = lines[end]
-        if not _fits(table, line) or line.size > 1.3 * table.size:
+        if not _fits(table, line) or line.size > 1.3 * table.size or _header(line) is not None:
+            break  # prose, a heading, or the next table
+        if CAPTION.match(line.words[0].text + " " + " ".join(w.text for w in line.words[1:2])):
+            break  # a figure's caption under the table
+        limit = max(1.8 * table.size, 14.0)
+        reach = _reach(bottom, line.y0, figures)
+        crossed = [y for y in across if bottom - 1 <= y <= min(line.y0 + 1, reach + 3 * limit)]
+        if crossed:  # the rule under a row: the next row begins at it
+            reach = max(reach, crossed[-1])
+        if line.y0 - reach > limit:
             break
-        crossed = any(bottom - 1 <= y <= line.y0 + 1 for y in across)
-        limit = max(1.8 * table.size, 14.0) + (1.5 * table.size + 10 if crossed else 0.0)
-        if line.y0 - bottom > limit:
-            break
+        bottom = reach
         body.append(line)
         bottom = max([line.y1, *(f.bbox[3] for f in figures if f.bbox[1] <= line.y1 and f.bbox[3] >= line.y0)])
         end += 1
+    if body:  # the last row reaches through its images too
+        bottom = _reach(bottom, lines[end].y0 if end < len(lines) else height, figures)
     below = [y for y in across if (header.y1 if header is not None else top) < y <= bottom + 12]
     table.ruled = table.ruled or bool(below) or bool(above)
     at_foot = bottom > height * REACH and all(ln.y0 > height * FOOT for ln in lines[end:])
@@ -325,6 +340,18 @@ def _body(
         area = (left, top, right, bottom)
         table.areas[number] = area if number not in table.areas else _union(table.areas[number], area)
     return end
+
+
+def _reach(bottom: float, before: float, figures: list[Figure]) -> float:
+    """How far down a row reaches through the images beside it (under its text, or centred in a
+    tall row) that begin above the next line (at ``before``)."""
+    reached = True
+    while reached:
+        reached = False
+        for figure in figures:
+            if figure.bbox[3] > bottom and figure.bbox[1] < before:
+                bottom, reached = figure.bbox[3], True
+    return bottom
 
 
 def _groups(table: Table, body: list[_Line], inner: list[float]) -> list[list[_Line]]:

@@ -173,12 +173,14 @@ def _rules_table(
     repeat_header: bool = True,
     height: float = 842,
     at: tuple[pymupdf.Page, float] | None = None,
+    drop: float = 0,
 ) -> tuple[pymupdf.Page, float]:
     """A defect | description | image table typeset the way datasheets do: bold header, no vertical
     lines; horizontal rules above and below the header, between rows and under the table (or, with
     ``rules=False``, none at all: columns aligned by whitespace only). Rows over ``per_page`` go on to
     a new page, with the header repeated or not. The key column is narrow: a long name wraps. The
-    table starts on a new page, or ``at`` a page and height; the page and height after it come back."""
+    table starts on a new page, or ``at`` a page and height; the page and height after it come back.
+    ``drop``: the photos sit that much lower than the row's text (centred in a tall row)."""
     xs = (50, 124, 400)
     page, y = at or (doc.new_page(height=height), 50.0)
     if title:
@@ -205,8 +207,8 @@ def _rules_table(
                 page.draw_line((50, y), (545, y), color=(0, 0, 0), width=0.6)
         _box(page, pymupdf.Rect(xs[0] + 2, y + 6, xs[1] - 6, y + 40), name)
         _box(page, pymupdf.Rect(xs[1] + 2, y + 6, xs[2] - 6, y + 80), text)
-        page.insert_image(pymupdf.Rect(xs[2] + 2, y + 6, xs[2] + 82, y + 86), stream=_photo(*photo))
-        y += 92
+        page.insert_image(pymupdf.Rect(xs[2] + 2, y + 6 + drop, xs[2] + 82, y + 86 + drop), stream=_photo(*photo))
+        y += 92 + drop
         on_page += 1
         if rules:
             page.draw_line((50, y), (545, y), color=(0, 0, 0), width=0.6 if on_page < per_page else 1.2)
@@ -257,6 +259,7 @@ def ruled_table(path: Path) -> tuple[Path, list[Expected]]:
             ),
         ],
         title="Tile defect table",
+        drop=40,
     )
     doc.save(path)
     return path, [
@@ -277,6 +280,7 @@ def whitespace_table(path: Path) -> tuple[Path, list[Expected]]:
         ],
         title="Housing casting defects",
         rules=False,
+        drop=40,
     )
     doc.save(path)
     return path, [Expected("Porosity", "housing", "porosity"), Expected("Cold shut", "housing", "cold_shut")]

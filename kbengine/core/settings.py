@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         description="The packaged encoder's EfficientNet-Lite variant (lite0 224 px, lite1 240 px, lite2 260 px); "
         "unset: the knowledge base's own, else the default (docs/suite.md has the figures behind it).",
     )
+    packaged_image_size: int | None = Field(
+        None,
+        ge=64,
+        le=1024,
+        description="The side the packaged encoder reads photos at; unset: the knowledge base's own, else 288 for "
+        "lite0 and the native 240 / 260 for lite1 / lite2 (docs/suite.md).",
+    )
     clip_model: str = Field("ViT-L-14-336", description="open_clip model name or 'local-dir:PATH'.")
     clip_pretrained: str = Field(
         "openai", description="open_clip weights: a tag ('openai'), a local file, or 'random' (tests)."

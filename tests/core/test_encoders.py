@@ -36,10 +36,10 @@ def test_packaged_features_tell_categories_apart(packaged):
 def test_packaged_patch_features_are_multi_scale(packaged):
     maps = packaged.patch_features(_images())
     assert {k: v.shape for k, v in maps.items()} == {
-        2: (2, 56, 56, 24),
-        4: (2, 28, 28, 40),
-        7: (2, 14, 14, 80),
-        10: (2, 14, 14, 112),
+        2: (2, 72, 72, 24),  # a new knowledge base's Lite0 reads at 288 px
+        4: (2, 36, 36, 40),
+        7: (2, 18, 18, 80),
+        10: (2, 18, 18, 112),
     }
 
 

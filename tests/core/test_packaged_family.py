@@ -77,6 +77,18 @@ def test_a_knowledge_base_keeps_its_variant():
         get_encoder(Settings(encoder="auto", packaged_model="lite1"), lite0)
 
 
+def test_a_new_lite0_reads_at_288_and_a_knowledge_base_keeps_its_side():
+    new = get_encoder(Settings(encoder="packaged"))
+    assert isinstance(new, PackagedEncoder) and new.image_size == 288
+    assert new.identity.weights == "288px" and new.identity.name.endswith("@288px")
+    assert new.patch_features([synth.sample("tile", None, 0, 128)[0]])[2].shape[1] == 72
+    assert get_encoder(Settings(encoder="auto"), new.identity).identity == new.identity
+    native = get_encoder(Settings(encoder="packaged", packaged_image_size=224))
+    assert native.identity.weights == ""  # the identity knowledge bases from before the choice have
+    with pytest.raises(EncoderMismatchError):
+        get_encoder(Settings(encoder="auto", packaged_image_size=320), new.identity)
+
+
 def test_a_legacy_identity_reopens_as_lite0():
     legacy = EncoderIdentity.model_validate(
         {

@@ -27,12 +27,15 @@ Builder = Callable[[Settings, EncoderIdentity | None], Encoder]
 
 
 def _packaged(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
-    """The EfficientNet-Lite variant the settings name (``packaged_model``), else the knowledge
-    base's own, else the default; a knowledge base from before the variants was built with Lite0."""
-    from kbengine.core.encoders.packaged import DEFAULT_VARIANT, PackagedEncoder, variant_of
+    """The EfficientNet-Lite variant and side the settings name (``packaged_model``,
+    ``packaged_image_size``), else the knowledge base's own, else the defaults; a knowledge base from
+    before the variants was built with Lite0 at 224 px."""
+    from kbengine.core.encoders.packaged import DEFAULT_VARIANT, PackagedEncoder, side_of, variant_of
 
     own = variant_of(stored.model) if stored is not None and stored.backend == "packaged" else None
-    return PackagedEncoder(device=settings.device, variant=settings.packaged_model or own or DEFAULT_VARIANT)
+    variant = settings.packaged_model or own or DEFAULT_VARIANT
+    own_side = side_of(variant, stored.weights) if stored is not None and own == variant else None
+    return PackagedEncoder(device=settings.device, variant=variant, image_size=settings.packaged_image_size or own_side)
 
 
 def _open_clip(settings: Settings, stored: EncoderIdentity | None) -> Encoder:
@@ -123,7 +126,7 @@ def get_encoder(settings: Settings, stored: EncoderIdentity | None = None) -> En
         raise EncoderMismatchError(
             f"this knowledge base was built with encoder {stored.name} (image {stored.image_dim}-d, "
             f"text {stored.text_dim}-d) but {encoder.identity.name} was asked for; open it with the "
-            "same encoder (--encoder auto, with KBENGINE_PACKAGED_MODEL / KBENGINE_DINO_MODEL unset or as it was "
-            "built), or ingest into a new knowledge base"
+            "same encoder (--encoder auto, with KBENGINE_PACKAGED_MODEL / _PACKAGED_IMAGE_SIZE / _DINO_MODEL unset or "
+            "as it was built), or ingest into a new knowledge base"
         )
     return encoder

@@ -295,7 +295,8 @@ RENDER_MAX_PIXELS = 4_000_000
 at a lower DPI, so a render's memory does not grow with the page's size."""
 RENDER_CACHE = 4
 PICTURE_DPI = 200
-"""A picture cut out of a scan is rendered at this resolution (capped like a page)."""
+"""A picture cut out of a scan is rendered at the scan's own resolution, else at this (capped like
+a page)."""
 
 
 def render_dpi(clip: Box, dpi: int) -> int:
@@ -319,7 +320,7 @@ def _figure(document: pymupdf.Document, figure: Figure, settings: Settings) -> t
     suffix), or None when too small or undecodable."""
     try:
         if figure.clip is not None:
-            dpi = capped_dpi(figure.clip, PICTURE_DPI, RENDER_MAX_PIXELS)
+            dpi = capped_dpi(figure.clip, figure.dpi or PICTURE_DPI, RENDER_MAX_PIXELS)
             pixmap = document[figure.page - 1].get_pixmap(dpi=dpi, alpha=False, clip=pymupdf.Rect(figure.clip))
         else:
             pixmap = pymupdf.Pixmap(document, figure.xref)

@@ -48,6 +48,8 @@ class Figure:
     bbox: Box
     caption: str | None = None
     clip: Box | None = None
+    dpi: int | None = None
+    """A picture on a scan: the scan's own resolution (it is cut out at that, not resampled)."""
 
     @property
     def key(self) -> tuple[int, ...]:

@@ -131,6 +131,9 @@ class ScanPage:
     pictures: list[Box] = field(default_factory=list)
     rules: Rules = field(default_factory=Rules)
     dpi: int = 0
+    """The resolution OCR read the page at."""
+    native_dpi: int | None = None
+    """The scan's own resolution (its page image's pixels over the page's size), if it is one image."""
 
     @property
     def characters(self) -> int:
@@ -197,7 +200,19 @@ def read_scan(page: pymupdf.Page, number: int, setup: OcrSetup) -> ScanPage:
                 size = glyph_size(text, bbox[3] - bbox[1])
                 lines.append(Line(number, bbox, text, size, False, ocr=True))
                 words += [Word(*box(s["bbox"]), s["text"].strip(), size) for s in spans]
-    return ScanPage(lines=lines, words=words, pictures=pictures, rules=rules, dpi=dpi)
+    return ScanPage(lines=lines, words=words, pictures=pictures, rules=rules, dpi=dpi, native_dpi=_native_dpi(page))
+
+
+def _native_dpi(page: pymupdf.Page) -> int | None:
+    """The resolution of the image that covers the page (a scan's), if one does."""
+    for info in page.get_images(full=True):
+        try:
+            rects = page.get_image_rects(info[0])
+        except Exception:  # a broken image reference: no resolution to read
+            continue
+        if rects and rects[0].width >= page.rect.width * 0.9 and rects[0].height >= page.rect.height * 0.9:
+            return max(36, min(600, round(info[2] * 72 / rects[0].width)))
+    return None
 
 
 def _pixels(pixmap: pymupdf.Pixmap) -> np.ndarray:

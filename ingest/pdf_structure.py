@@ -218,10 +218,12 @@ def _figures(
         if scan is not None and (rect & page.rect).get_area() >= SCAN_COVER * page_area:
             continue
         figures.append(Figure(number, xref, (rect.x0, rect.y0, rect.x1, rect.y1)))
-    for box in scan.pictures if scan is not None else []:
-        if min(box[2] - box[0], box[3] - box[1]) < min_side / 2 or any(_overlap(box, f.bbox) for f in figures):
-            continue
-        figures.append(Figure(number, 0, box, clip=box))
+    if scan is not None:
+        for box in scan.pictures:
+            if min(box[2] - box[0], box[3] - box[1]) >= min_side / 2 and not any(
+                _overlap(box, f.bbox) for f in figures
+            ):
+                figures.append(Figure(number, 0, box, clip=box, dpi=scan.native_dpi))
     for figure in figures:
         figure.caption = _caption(figure, lines)
     return figures

@@ -161,13 +161,18 @@ def _start(line: _Line, key: int, rules: Rules) -> Table:
             merged.append(x)
     middles = [(p[0].x0 + p[-1].x1) / 2 for p in pieces]
     cells = [bisect.bisect_right(merged, m) for m in middles]  # the wall each header cell follows
-    if merged and cells[0] >= 1 and cells[-1] < len(merged) and len(set(cells)) == len(cells):
-        bounds = merged[cells[0] - 1 : cells[-1] + 1]
+    if merged and len(set(cells)) == len(cells):  # a wall between every two header cells: a grid
+        outer = (  # an outer wall may be hidden (a photo drawn over it)
+            [pieces[0][0].x0 - 6] if cells[0] == 0 else [],
+            [float("inf")] if cells[-1] == len(merged) else [],
+        )
+        bounds = outer[0] + merged[max(cells[0] - 1, 0) : cells[-1] + 1] + outer[1]
         names = [""] * (len(bounds) - 1)
         for piece, middle in zip(pieces, middles, strict=True):
             names[bisect.bisect_right(bounds, middle) - 1] = _text(piece)
         column = bisect.bisect_right(bounds, middles[key]) - 1
-        return Table(names, column, bounds, True, line.size, bounds[-1] - bounds[0])
+        width = (bounds[-1] if bounds[-1] < float("inf") else pieces[-1][-1].x1) - bounds[0]
+        return Table(names, column, bounds, True, line.size, width)
     bounds = [pieces[0][0].x0 - 6, *(piece[0].x0 - 4 for piece in pieces[1:]), float("inf")]  # columns set flush left
     return Table([_text(p) for p in pieces], key, bounds, False, line.size, pieces[-1][-1].x1 - bounds[0])
 

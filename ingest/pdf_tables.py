@@ -5,16 +5,19 @@ a scan's rules).
 A table is found by its *header*: a line of at least two short cells, one of which names defects
 ("Defect", "Defect type", "Fault", ...: ``TABLE_KEY``), never a document itself. The header's cells
 give the columns: between the vertical rules around them when there are any (a grid), else each
-column starts where its header cell starts. The body is the lines below the header whose pieces
-each sit in one column (a line of prose running across the columns ends the table, as does a
-heading, a gap wider than the rows' spacing, or the table's bottom rule); the body's rows are split
-at the horizontal rules between them when the table has any, else where the key column starts a
-new entry (its wrapped second line is no new row). Each row's cells are the words in each column;
-the images beside a row are its figures. A table whose last row reaches the foot of its page goes
-on on the next page when that page begins with its header again, or with lines that fit its
-columns (a row's wrapped rest, or new rows).
+column starts where its header cell starts (tables are set flush left). The body is the lines
+below the header whose pieces each sit in one column; a line of prose running across the columns
+ends the table, as do a heading, a caption, another header, a gap wider than the rows' spacing
+(a row reaches down through the images beside it and to the rule under it), and the table's
+bottom rule. The body's rows are split at the horizontal rules between them when the table has
+any, else where the key column starts an entry (its wrapped second line is no new row). Each row's
+cells are the words in each column; the images beside the key column in a row's height are its
+figures (an image across the key column is a figure under the table, no row's). A table whose
+last row reaches the foot of its page goes on on the next page when that page begins with its
+header again, or with lines that fit its columns (a row's wrapped rest, or new rows).
 
-Tables of other things (no defect column: specifications, dimensions) are left to be read as text.
+Tables of other things (no defect column: specifications, dimensions) are left to be read as text,
+and so is prose set in two columns under a "Defects" heading (its key cells are sentences).
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@ multi-layer patch features (the AD Expert's input)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, computed_field, model_validator
+
+from kbengine.core.errors import MissingDependencyError
 
 
 class EncoderIdentity(BaseModel):
@@ -87,3 +90,11 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def require(module: str, package: str, what: str) -> Any:
+    """Import ``module`` for ``what``, or say which package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - dependencies of kbengine
+        raise MissingDependencyError(f"the {what} needs '{package}'; install it with: pip install {package}") from e

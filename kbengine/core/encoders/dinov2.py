@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kbengine.core.encoders.base import EncoderIdentity, l2_normalise
-from kbengine.core.errors import InvalidInputError, MissingDependencyError, WeightsNotFoundError
+from kbengine.core.encoders.base import EncoderIdentity, l2_normalise, require
+from kbengine.core.errors import InvalidInputError, WeightsNotFoundError
 
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
@@ -78,12 +78,7 @@ def stored_image_size(weights: str) -> int | None:
 
 
 def _transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as e:  # pragma: no cover - a dependency of kbengine
-        raise MissingDependencyError(
-            "the dinov2 encoder needs transformers; install it with: pip install transformers"
-        ) from e
+    transformers = require("transformers", "transformers", "dinov2 encoder")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

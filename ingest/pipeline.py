@@ -168,14 +168,19 @@ class Ingestor:
         strict: bool = False,
         progress: Progress | None = None,
         taxonomy: Taxonomy | None = None,
+        units: Iterable[SourceUnit] = (),
     ) -> IngestReport:
+        """Store what ``paths`` hold, and ``units`` made by the caller (``ingest.feedback``), the
+        same crash-safe way."""
         started = time.perf_counter()
         overrides = overrides or Overrides()
-        labeler = self.labeler(taxonomy)
         self.store.ensure_collection(self.encoder.identity, region_dim(self.encoder))
         report = IngestReport(encoder=self.encoder.identity.name)
         options = overrides.model_dump_json() + f"|chunk={self.settings.text_chunk_chars}"
-        found = list(discover([Path(p) for p in paths], overrides, self.settings, labeler))
+        given = [Path(p) for p in paths]
+        labeler = self.labeler(taxonomy) if given else None
+        found: list[SourceUnit | Skipped] = list(discover(given, overrides, self.settings, labeler)) if given else []
+        found += units
         self._labels: dict[str, DocumentPreview] = {}
         self._pending: list[tuple[_InFlight, LockItem]] = []
         self._pending_images = 0

@@ -28,6 +28,8 @@ from kbengine.core.schemas import (
     DocumentList,
     DocumentSummary,
     EditReport,
+    Feedback,
+    FeedbackReport,
     FileFailure,
     IngestReport,
     KBInfo,
@@ -36,7 +38,7 @@ from kbengine.core.schemas import (
 )
 from kbengine.core.settings import Settings
 from kbengine.core.store import Store, Where, get_store
-from kbengine.core.vocabulary import NORMAL_TYPE, check_domain, normalise_name
+from kbengine.core.vocabulary import FEEDBACK_SOURCE, NORMAL_TYPE, check_domain, normalise_name
 
 if TYPE_CHECKING:
     from kbengine.core.banks.references import ReferenceBanks
@@ -158,6 +160,11 @@ class KnowledgeBase:
             return ingestor.preview(items, options, words)
         before = self.types.snapshot()
         report = ingestor.ingest(items, options, strict=strict, progress=progress, taxonomy=words)
+        self._ingested(report, before)
+        return report
+
+    def _ingested(self, report: IngestReport, before: CentroidSnapshot | None) -> None:
+        """After an ingest or a feedback: the identity, the cached prompt texts and the type centroids follow."""
         self.identity = self.encoder.identity
         if self._detector is not None:
             self._detector.knowledge.forget_texts()
@@ -165,7 +172,92 @@ class KnowledgeBase:
             self._refresh_types(report, before)
         elif self._types is not None:
             self._types.invalidate()
-        return report
+
+    def feedback(
+        self,
+        image: ImageInput | bytes,
+        *,
+        category: str,
+        defect_type: str,
+        domain: str | None = None,
+        note: str | None = None,
+    ) -> FeedbackReport:
+        """An inspector's verdict on ``image`` becomes knowledge: a labelled example of
+        (``category``, ``defect_type``), or a normal reference of ``category`` when ``defect_type``
+        is ``good`` (its memory bank grows by it). Stored once per photo content; the same photo
+        again relabels it; ``remove(source="feedback/<sha256>")`` undoes it. ``domain``: default
+        the photo's earlier feedback's, else the category's, else industrial. See :mod:`ingest.feedback`."""
+        import time
+
+        from ingest import Ingestor
+        from ingest.feedback import feedback_unit, photo_bytes, source_of
+        from ingest.units import doc_id
+
+        started = time.perf_counter()
+        if domain is not None:
+            try:
+                check_domain(domain)
+            except ValueError as e:
+                raise InvalidInputError(f"--domain {domain!r}: {e}") from None
+        data, suffix, picture = photo_bytes(image, self.settings.max_image_pixels)
+        key = source_of(data)
+        category, defect_type = normalise_name(category), normalise_name(defect_type)
+        stored_before = self.store.scroll(Where.of(source=key, kind="image"), fields=LockLabel.fields())
+        earlier = [LockLabel.read(hit.payload) for hit in stored_before]
+        known = self.store.facet("defect_type", Where.of(category=category)) if self.identity else {}
+        if domain is None:
+            domain = earlier[0].domain if earlier else self._domain_of(category)
+        unit = feedback_unit(
+            data, suffix, picture, category=category, defect_type=defect_type, domain=domain, note=note
+        )
+        ingestor = Ingestor(self.store, self.encoder, self.banks, self.settings)
+        before = self.types.snapshot()
+        report = ingestor.ingest([], units=[unit])
+        self._ingested(report, before)
+        if report.failed:
+            raise InvalidInputError(f"feedback not stored: {report.failed[0].reason}")
+        notes = list(report.notes)
+        if not known:
+            notes.append(f"category {category!r} is new to the knowledge base")
+        elif defect_type not in known:
+            notes.append(f"defect type {defect_type!r} is new to category {category!r}")
+        previous = f"{earlier[0].category}/{earlier[0].defect_type}" if earlier else None
+        moved = previous is not None and previous != f"{category}/{defect_type}"
+        state = report.sources[0].status if report.sources else "unchanged"
+        status = (
+            "added"
+            if state == "added"
+            else "unchanged"
+            if state == "unchanged"
+            else ("relabelled" if moved else "updated")
+        )
+        stored = self.store.scroll(Where.of(source=key, kind="image"), fields=["feedback"])
+        record = next((h.payload["feedback"] for h in stored if h.payload.get("feedback")), None)
+        if record is None:  # pragma: no cover - the lock was just written
+            raise KBEngineError(f"feedback {key} was not stored")
+        return FeedbackReport(
+            doc_id=doc_id(key),
+            source=key,
+            domain=domain,
+            category=category,
+            defect_type=defect_type,
+            status=status,
+            previous=previous if moved else None,
+            normal_reference=defect_type == NORMAL_TYPE,
+            feedback=record,
+            locks=report.locks_added,
+            regions_added=report.regions_added,
+            regions_removed=report.regions_removed,
+            notes=notes,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _domain_of(self, category: str) -> str | None:
+        """The domain of ``category``'s documents (the first in order), None for a new category."""
+        if not self.identity:
+            return None
+        domains = self.store.facet("domain", Where.of(category=category))
+        return sorted(domains)[0] if domains else None
 
     @property
     def banks(self) -> ReferenceBanks:
@@ -364,8 +456,11 @@ class KnowledgeBase:
         with_examples: set[str] = set()
         with_references: set[str] = set()
         locks = 0
-        for hit in self.store.scroll(fields=LockLabel.fields()):
+        fed_back: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for hit in self.store.scroll(fields=[*LockLabel.fields(), "source"]):
             label = LockLabel.read(hit.payload)
+            if str(hit.payload.get("source", "")).startswith(FEEDBACK_SOURCE + "/"):
+                fed_back[(label.category, label.defect_type)].add(label.doc_id)
             if label.kind in ("image", "figure"):
                 (with_references if label.defect_type == NORMAL_TYPE else with_examples).add(label.category)
             key = (label.category, label.defect_type)
@@ -377,6 +472,7 @@ class KnowledgeBase:
             locks += 1
         for key, entry in entries.items():
             entry.documents = len(docs[key])
+            entry.feedback = len(fed_back[key])
         identity = self.identity
         meta = self.store.read_meta()
         return KBInfo(
@@ -416,7 +512,7 @@ class KnowledgeBase:
             for name, value in (("category", category), ("defect_type", defect_type), ("domain", domain))
             if value
         }
-        fields = [*LockLabel.fields(), "title", "doc_source", "page", "blob"]
+        fields = [*LockLabel.fields(), "title", "doc_source", "page", "blob", "feedback"]
         found: dict[str, DocumentSummary] = {}
         for hit in self.store.scroll(Where.of(**filters), fields=fields):
             payload = hit.payload
@@ -434,6 +530,8 @@ class KnowledgeBase:
                     defect_type=label.defect_type,
                     source=doc_source,
                 )
+            if doc.feedback is None and isinstance(payload.get("feedback"), dict):
+                doc.feedback = Feedback.model_validate(payload["feedback"])
             doc.kinds[label.kind] = doc.kinds.get(label.kind, 0) + 1
             page = payload.get("page")
             if isinstance(page, int) and page not in doc.pages:

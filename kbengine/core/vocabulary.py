@@ -14,6 +14,9 @@ UNSPECIFIED_TYPE = "unspecified"
 DEFAULT_DOMAIN = "industrial"
 """The domain of knowledge ingested without one, and the built-in prompt vocabulary."""
 
+FEEDBACK_SOURCE = "feedback"
+"""Fed-back photos' source keys are ``feedback/<sha256 of the photo>`` (``ingest.feedback``)."""
+
 SECTION_NAMES: tuple[str, ...] = (
     "description",
     "appearance",

@@ -84,6 +84,13 @@ class Labels(BaseModel):
     defect_type: LabelSource = Field(default_factory=lambda: LabelSource(source="default"))
 
 
+class Feedback(BaseModel):
+    """An inspector's verdict that made a document (``kb.feedback``): when, and what was said."""
+
+    at: str = Field(description="When it was given (UTC, ISO 8601).")
+    note: str | None = Field(None, description="The inspector's note, if any.")
+
+
 class KnowledgeDocument(BaseModel):
     """One (domain, category, defect type) entry, or a normal reference (defect type ``good``)."""
 
@@ -96,13 +103,14 @@ class KnowledgeDocument(BaseModel):
     source: str = Field(description="The file or folder it came from.")
     page: int | None = Field(None, description="1-based PDF page number, when it is a page (its first page).")
     labels: Labels | None = Field(None, description="Where category and defect type came from, when inferred.")
+    feedback: Feedback | None = Field(None, description="Set when an inspection's feedback made the document.")
 
     @property
     def is_normal(self) -> bool:
         return self.defect_type == NORMAL_TYPE
 
 
-DOCUMENT_LABELS = {"doc_id", "domain", "category", "defect_type", "title", "sections", "labels"}
+DOCUMENT_LABELS = {"doc_id", "domain", "category", "defect_type", "title", "sections", "labels", "feedback"}
 """The fields a lock payload copies from its document under the same names."""
 
 
@@ -142,6 +150,7 @@ class LockPayload(LockLabel):
     title: str
     sections: TextSections = Field(default_factory=TextSections)
     labels: Labels | None = None
+    feedback: Feedback | None = None
     doc_source: str = Field(description="The document's file or folder (``KnowledgeDocument.source``).")
     source: str = Field(description="The source unit (file) whose ingest wrote the lock.")
     source_sha: str = Field(description="That unit's fingerprint when the lock was written.")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from kbengine.core.schemas.documents import Labels
+from kbengine.core.schemas.documents import Feedback, Labels
 from kbengine.core.vocabulary import printable
 
 
@@ -131,6 +131,7 @@ class DocumentSummary(BaseModel):
     kinds: dict[str, int] = Field(default_factory=dict, description="Locks per kind.")
     pages: list[int] = Field(default_factory=list, description="PDF pages its locks come from.")
     image_path: str | None = Field(None, description="A page/figure/image of the document (its first), if any.")
+    feedback: Feedback | None = Field(None, description="Set when an inspection's feedback made the document.")
 
 
 class DocumentList(BaseModel):
@@ -175,6 +176,7 @@ class CategoryInfo(BaseModel):
     defect_type: str
     documents: int = 0
     locks: dict[str, int] = Field(default_factory=dict, description="Locks per kind.")
+    feedback: int = Field(0, description="Of its documents, those an inspection's feedback made.")
 
 
 class KBInfo(BaseModel):
@@ -198,3 +200,25 @@ class KBInfo(BaseModel):
         default_factory=list,
         description="Categories with defect examples but no normal references: seek cannot use a region key there.",
     )
+
+
+class FeedbackReport(BaseModel):
+    """What ``kb.feedback`` stored: the photo as a labelled example (or a normal reference), once
+    per content (``source`` is ``feedback/<sha256>``; the same photo again relabels it)."""
+
+    doc_id: str
+    source: str = Field(description="feedback/<sha256 of the photo>: what `kbengine remove --source` takes.")
+    domain: str
+    category: str
+    defect_type: str
+    status: Literal["added", "relabelled", "updated", "unchanged"] = Field(
+        description="added: a new photo; relabelled: its labels changed; updated: its note changed; unchanged."
+    )
+    previous: str | None = Field(None, description="relabelled: the category/defect type it had before.")
+    normal_reference: bool = Field(description="It became a normal reference of its category (defect type good).")
+    feedback: Feedback
+    locks: int = Field(0, description="Locks written (its image lock; region locks are counted apart).")
+    regions_added: int = 0
+    regions_removed: int = 0
+    notes: list[str] = Field(default_factory=list)
+    seconds: float = 0.0

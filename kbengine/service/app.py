@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from kbengine.facade import KnowledgeBase
 from kbengine.service.middleware import BodyLimit, Measured
 from kbengine.service.replies import add_error_handlers
-from kbengine.service.routes import inspect, knowledge, page, probes
+from kbengine.service.routes import feedback, inspect, knowledge, page, probes
 from kbengine.service.settings import ServiceSettings
 from kbengine.service.state import Service
 
@@ -45,7 +45,7 @@ def create_app(kb: KnowledgeBase, settings: ServiceSettings | None = None, *, wa
         lifespan=lifespan,  # type: ignore[arg-type]
     )
     app.state.service = service
-    for router in (probes.router, inspect.router, knowledge.router):
+    for router in (probes.router, inspect.router, knowledge.router, feedback.router):
         app.include_router(router)
     page.mount(app)
     add_error_handlers(app)

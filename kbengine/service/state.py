@@ -15,6 +15,7 @@ from kbengine.service.auth import Keys, Scope, allows
 from kbengine.service.jobs import Jobs
 from kbengine.service.metrics import Metrics
 from kbengine.service.pool import WorkPool
+from kbengine.service.recent import RecentPhotos
 from kbengine.service.settings import ServiceSettings
 from kbengine.service.uploads import decode_upload
 
@@ -35,6 +36,8 @@ class Service:
             on_finish=lambda job: self.metrics.jobs.labels(state=job.state).inc(),
         )
         self.uploads = kb.settings.kb / "uploads"
+        self.recent = RecentPhotos()
+        """The photos inspected lately, by inspection id (``POST /v1/feedback`` takes one)."""
         self.ready = False
         self.ready_error: str | None = None
         self._llm: Any = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -16,10 +16,12 @@ from kbengine.core.errors import KBEngineError
 from kbengine.core.schemas import Answer, Detection, SeekResult
 from kbengine.service.heatmap import heatmap_data_url
 from kbengine.service.pool import Busy
+from kbengine.service.recent import INSPECTION_HEADER
 from kbengine.service.replies import BUSY, event, json_reply
-from kbengine.service.state import READ, Shared, read_upload
+from kbengine.service.state import READ, Service, Shared, read_upload
 
 router = APIRouter(tags=["inspect"])
+Reply = TypeVar("Reply", bound=Response)
 
 
 @router.post("/v1/seek", response_model=SeekResult, dependencies=READ)
@@ -35,6 +37,8 @@ async def seek(
     include_normal: Annotated[bool, Form()] = False,
     key: Annotated[str, Form()] = "auto",
     seed: Annotated[int | None, Form()] = None,
+    candidates: Annotated[int | None, Form(ge=1, le=10_000)] = None,
+    focus: Annotated[bool | None, Form()] = None,
 ) -> JSONResponse:
     data = await read_upload(image)
     kb = service.kb
@@ -50,9 +54,11 @@ async def seek(
             include_normal=include_normal,
             key=key,
             seed=seed,
+            candidates=candidates,
+            focus=focus,
         )
     )
-    return json_reply(result)
+    return inspected(json_reply(result), service, data)
 
 
 @router.post(
@@ -76,7 +82,7 @@ async def detect(
         return found, heatmap_data_url(found) if heatmap else None
 
     found, url = await service.pool.run(run)
-    return json_reply(found, extra={"heatmap": url} if heatmap else None)
+    return inspected(json_reply(found, extra={"heatmap": url} if heatmap else None), service, data)
 
 
 @router.post(
@@ -115,7 +121,7 @@ async def ask(
         return kb.ask(query, question, service.llm(llm), setting=setting, category=category or None, k=k, stream=emit)
 
     if not stream:
-        return json_reply(await service.pool.run(lambda: run(None)))
+        return inspected(json_reply(await service.pool.run(lambda: run(None))), service, data)
     loop = asyncio.get_running_loop()
     events_queue: asyncio.Queue[str | None] = asyncio.Queue()
 

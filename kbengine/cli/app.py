@@ -21,8 +21,21 @@ eval_app = typer.Typer(help="Evaluate kbengine on a dataset: seek accuracy, dete
 app.add_typer(eval_app, name="eval")
 
 
+def show_version(given: bool) -> None:
+    if given:
+        from kbengine.core import __version__
+
+        typer.echo(f"kbengine {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=show_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """kbengine's commands; ``--debug`` is read by :func:`run`."""
 
 

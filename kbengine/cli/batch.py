@@ -1,5 +1,6 @@
 """``kbengine detect`` over many photos: the paths and folders given, in order, through
-``kb.detect_many``; one line per photo as it finishes (one JSON object per line with ``--json``,
+``kb.detect_many`` (or, through a running service, one request a photo); one line per photo as
+it finishes (one JSON object per line with ``--json``,
 a photo that cannot be read as ``{"path": ..., "reason": ...}``), an optional CSV summary, and a
 progress bar on stderr."""
 
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -16,9 +17,6 @@ from kbengine.cli.rendering import out, progress_bar
 from kbengine.core.datasets import image_files
 from kbengine.core.schemas import Detection, FileFailure
 from kbengine.core.vocabulary import printable
-
-if TYPE_CHECKING:
-    from kbengine.facade import KnowledgeBase
 
 CSV_COLUMNS = ("image", "category", "score", "threshold", "is_anomalous", "defect_type", "margin", "regions", "error")
 
@@ -49,22 +47,19 @@ def csv_row(result: Detection | FileFailure) -> dict[str, object]:
 
 
 def detect_folder(
-    kb: KnowledgeBase,
+    detect_many: Callable[[list[Path]], Iterable[Detection | FileFailure]],
     paths: list[Path],
-    category: str | None,
-    mode: str,
-    prompts: Path | None,
-    batch_size: int,
     csv_path: Path | None,
     as_json: bool,
 ) -> int:
-    """Detect on every photo of ``paths``; the number that failed."""
+    """Detect on every photo of ``paths`` (``detect_many`` yields their results in order); the number
+    that failed."""
     photos = expand(paths)
     failed = 0
     rows: list[dict[str, object]] = []
     bar, update = progress_bar("detecting")
     with bar:
-        results = kb.detect_many(photos, category, mode=mode, prompts=prompts, batch_size=batch_size)
+        results = detect_many(photos)
         for done, result in enumerate(results, 1):
             update(done, len(photos), str(photos[done - 1]))
             failed += isinstance(result, FileFailure)

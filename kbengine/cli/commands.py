@@ -10,7 +10,6 @@ import typer
 
 from kbengine.cli import options
 from kbengine.cli.app import app
-from kbengine.cli.batch import detect_folder
 from kbengine.cli.rendering import (
     out,
     print_answer_footer,
@@ -62,11 +61,35 @@ def ingest(
     url: options.Url = None,
     collection: options.Collection = None,
     encoder: options.Encoder = None,
+    server: options.Server = None,
+    api_key: options.ApiKey = None,
     as_json: options.Json = False,
 ) -> None:
-    """Ingest knowledge documents. Exit code 0 when everything went in, 1 when some files failed."""
+    """Ingest knowledge documents. Exit code 0 when everything went in, 1 when some files failed.
+
+    Through a running service (--server, or the serve that owns the knowledge base) the files are
+    uploaded: PDFs, images and cards, labelled by --category/--defect-type/--domain or their own
+    content; a folder tree labels by its layout only in-process (stop the service for that)."""
     if ocr is not None and ocr not in ("auto", "always", "never"):
         raise InvalidInputError(f"--ocr {ocr!r}: use auto, always or never")
+    remote = options.service(server, api_key, kb_dir, url)
+    if remote is not None:
+        from kbengine.cli import through
+
+        unsupported = {
+            "--dry-run": dry_run,
+            "--strict": strict,
+            "--taxonomy": taxonomy,
+            "--ocr": ocr,
+            "--follow-symlinks": follow_symlinks,
+            "--encoder": encoder,
+        }
+        through.refuse(remote, unsupported)
+        bar, update = progress_bar("ingesting")
+        with bar:
+            report = through.ingest(remote, paths, domain, category, defect_type, update)
+        show(report, as_json, print_report)
+        raise typer.Exit(1 if report.failed else 0)
     settings = options.settings_for(
         kb_dir=kb_dir, url=url, collection=collection, encoder=encoder, follow_symlinks=follow_symlinks or None, ocr=ocr
     )
@@ -92,11 +115,20 @@ def info(
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
+    server: options.Server = None,
+    api_key: options.ApiKey = None,
     as_json: options.Json = False,
 ) -> None:
     """What the knowledge base holds: documents and locks per category and defect type."""
-    with options.existing_kb(kb_dir, url, collection) as kb:
-        result = kb.info()
+    remote = options.service(server, api_key, kb_dir, url)
+    if remote is not None:
+        from kbengine.cli import through
+        from kbengine.core.schemas import KBInfo
+
+        result = through.call(remote, "GET", "/v1/info", KBInfo)
+    else:
+        with options.existing_kb(kb_dir, url, collection) as kb:
+            result = kb.info()
     show(result, as_json, print_info)
 
 
@@ -135,6 +167,8 @@ def seek(
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
+    server: options.Server = None,
+    api_key: options.ApiKey = None,
     as_json: options.Json = False,
 ) -> None:
     """Q2K RAG: the knowledge documents that explain this image, and why they were chosen."""
@@ -142,20 +176,38 @@ def seek(
         from retrieval.plot import check_plot_path
 
         check_plot_path(plot)
-    with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection)) as kb:
-        result = kb.seek(
-            image,
-            k=k,
-            strategy=strategy,
-            category=category,
-            text=text,
-            domain=domain,
-            defect_type=defect_type,
-            include_normal=include_normal,
-            candidates=candidates,
-            focus=focus,
-            key=key,
-        )
+    remote = options.service(server, api_key, kb_dir, url)
+    if remote is not None:
+        from kbengine.cli import through
+
+        fields = {
+            "k": k,
+            "strategy": strategy,
+            "category": category,
+            "domain": domain,
+            "defect_type": defect_type,
+            "text": text,
+            "include_normal": include_normal,
+            "candidates": candidates,
+            "focus": focus,
+            "key": key,
+        }
+        result = through.seek(remote, image, fields)
+    else:
+        with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection)) as kb:
+            result = kb.seek(
+                image,
+                k=k,
+                strategy=strategy,
+                category=category,
+                text=text,
+                domain=domain,
+                defect_type=defect_type,
+                include_normal=include_normal,
+                candidates=candidates,
+                focus=focus,
+                key=key,
+            )
     if plot is not None:
         from retrieval.plot import plot_seek
 
@@ -183,16 +235,40 @@ def detect(
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
+    server: options.Server = None,
+    api_key: options.ApiKey = None,
     as_json: options.Json = False,
 ) -> None:
     """AD Expert: anomaly score, map, regions and defect type of an image; given several images or
     folders, one line per image as it finishes (one JSON object per line with --json)."""
-    if len(images) > 1 or images[0].is_dir() or csv_path is not None:
-        if out_path is not None:
-            raise InvalidInputError("--out draws one image's overlay; give one image, or leave --out out")
+    from kbengine.cli.batch import detect_folder
+
+    many = len(images) > 1 or images[0].is_dir() or csv_path is not None
+    if many and out_path is not None:
+        raise InvalidInputError("--out draws one image's overlay; give one image, or leave --out out")
+    remote = options.service(server, api_key, kb_dir, url)
+    if remote is not None:
+        from kbengine.cli import through
+
+        through.refuse(remote, {"--prompts": prompts, "--out": out_path})
+        fields = {"category": category, "mode": mode}
+        if many:
+            failed = detect_folder(
+                lambda photos: through.detect_many(remote, photos, fields), images, csv_path, as_json
+            )
+            raise typer.Exit(1 if failed else 0)
+        result = through.detect(remote, images[0], fields)
+        show(result, as_json, print_detection)
+        return
+    if many:
         settings = options.settings_for(kb_dir=kb_dir, url=url, collection=collection)
         with options.open_kb(settings) as kb:
-            failed = detect_folder(kb, images, category, mode, prompts, batch_size, csv_path, as_json)
+            failed = detect_folder(
+                lambda photos: kb.detect_many(photos, category, mode=mode, prompts=prompts, batch_size=batch_size),
+                images,
+                csv_path,
+                as_json,
+            )
         raise typer.Exit(1 if failed else 0)
     image = images[0]
     with options.open_kb(options.settings_for(kb_dir=kb_dir, url=url, collection=collection)) as kb:
@@ -220,14 +296,29 @@ def ask(
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
+    server: options.Server = None,
+    api_key: options.ApiKey = None,
     as_json: options.Json = False,
 ) -> None:
-    """Answer a question about an image from the plant's knowledge and the AD Expert (streamed)."""
+    """Answer a question about an image from the plant's knowledge and the AD Expert (streamed).
+    Through a running service the service's LLM answers (--llm none for the grounded report)."""
+    stream = None if as_json else (lambda piece: out.print(piece, end="", highlight=False, markup=False))
+    remote = options.service(server, api_key, kb_dir, url)
+    if remote is not None:
+        from kbengine.cli import through
+
+        through.refuse(
+            remote,
+            {"--llm-url": llm_url, "--model": model, "--no-knowledge": not knowledge, "--no-expert": not expert},
+        )
+        fields = {"question": question, "category": category, "llm": llm, "setting": setting}
+        answer = through.ask(remote, image, fields, stream)
+        show(answer, as_json, print_answer_footer)
+        return
     settings = options.settings_for(
         kb_dir=kb_dir, url=url, collection=collection, llm=llm, llm_url=llm_url, model=model
     )
     with options.open_kb(settings) as kb:
-        stream = None if as_json else (lambda piece: out.print(piece, end="", highlight=False, markup=False))
         answer = kb.ask(
             image, question, setting=setting, knowledge=knowledge, expert=expert, category=category, stream=stream
         )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from kbengine.cli import options
 from kbengine.cli.app import app
 from kbengine.cli.rendering import err, out, show
-from kbengine.core.schemas import DocumentList, EditReport
+
+if TYPE_CHECKING:
+    from kbengine.core.schemas import DocumentList, EditReport
 
 DocOption = Annotated[list[str] | None, typer.Option("--doc", help="A document id (repeatable; see kbengine docs).")]
 SourceOption = Annotated[
@@ -32,9 +33,20 @@ def docs(
     kb_dir: options.KbDir = None,
     url: options.Url = None,
     collection: options.Collection = None,
+    server: options.Server = None,
+    api_key: options.ApiKey = None,
     as_json: options.Json = False,
 ) -> None:
     """List the knowledge documents: id, category, defect type, title, locks per kind, source."""
+    remote = options.service(server, api_key, kb_dir, url)
+    if remote is not None:
+        from kbengine.cli.remote import call
+        from kbengine.core.schemas import DocumentList
+
+        query = {"category": category, "defect_type": defect_type, "domain": domain, "source": source}
+        listing = call(remote, "GET", "/v1/documents", DocumentList, params={**query, "offset": offset, "limit": limit})
+        show(listing, as_json, print_documents)
+        return
     with options.existing_kb(kb_dir, url, collection, lazy_encoder=True) as kb:
         listing = kb.documents(
             category=category,
@@ -48,13 +60,20 @@ def docs(
 
 
 def print_documents(listing: DocumentList) -> None:
+    from rich.table import Table
+
     if not listing.documents:
         out.print("no documents" + (" match" if listing.filters else ""))
         return
     table = Table("id", "category", "defect type", "title", "locks", "source")
     for d in listing.documents:
         locks = ", ".join(f"{n} {kind}" for kind, n in sorted(d.kinds.items()))
-        table.add_row(d.doc_id, d.category, d.defect_type, d.title, locks, d.source)
+        source = (
+            f"{d.source} ({d.feedback.at}{': ' + d.feedback.note if d.feedback.note else ''})"
+            if d.feedback
+            else d.source
+        )
+        table.add_row(d.doc_id, d.category, d.defect_type, d.title, locks, source)
     out.print(table)
     shown = f"{listing.offset + 1}-{listing.offset + len(listing.documents)}"
     err.print(f"{shown} of {listing.total} documents", highlight=False)
@@ -110,6 +129,8 @@ def relabel(
 
 
 def print_edit(report: EditReport) -> None:
+    from rich.table import Table
+
     verb = {"remove": "removed", "relabel": "relabelled"}[report.action]
     if report.dry_run:
         verb = f"would be {verb}"

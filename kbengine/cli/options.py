@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kbengine.core.settings import Settings
-
 if TYPE_CHECKING:
+    from kbengine.cli.remote import Remote
+    from kbengine.core.settings import Settings
     from kbengine.facade import KnowledgeBase
 
 KbDir = Annotated[Path | None, typer.Option("--kb", help="Knowledge base folder (default ./kb or KBENGINE_KB).")]
@@ -18,6 +18,25 @@ Url = Annotated[str | None, typer.Option("--url", help="Qdrant server URL (KBENG
 Collection = Annotated[str | None, typer.Option("--collection", help="Collection name in server mode.")]
 Encoder = Annotated[
     str | None, typer.Option("--encoder", help="auto | packaged | open_clip | dinov2 (KBENGINE_ENCODER).")
+]
+Server = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="KBENGINE_SERVER",
+        show_envvar=False,
+        help="Send the request to this running 'kbengine serve' (KBENGINE_SERVER; default: the serve that owns "
+        "the knowledge base, found by its <kb>/serve.json).",
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="KBENGINE_API_KEY",
+        show_envvar=False,
+        help="The service's API key (KBENGINE_API_KEY), sent as 'Authorization: Bearer KEY'.",
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Strategy = Annotated[
@@ -48,6 +67,8 @@ def settings_for(
     **more: Any,
 ) -> Settings:
     """The one way the CLI builds settings: ``KBENGINE_*`` variables, overridden by the options given."""
+    from kbengine.core.settings import Settings
+
     given: dict[str, Any] = {
         "kb": kb_dir,
         "qdrant_url": url,
@@ -59,6 +80,14 @@ def settings_for(
         **more,
     }
     return Settings(**{name: value for name, value in given.items() if value is not None})
+
+
+def service(server: str | None, api_key: str | None, kb_dir: Path | None, url: str | None) -> Remote | None:
+    """The running ``kbengine serve`` a command sends its request to (``--server``, or the one that
+    owns the knowledge base); None: the command runs in this process."""
+    from kbengine.cli.remote import find
+
+    return find(server, api_key, kb_dir, url)
 
 
 def require_kb(settings: Settings) -> None:

@@ -1,5 +1,6 @@
 """How the CLI shows results: rich tables and lines on stdout, notes and failures on stderr.
-Printers take a result model and print it; they never compute one."""
+Printers take a result model and print it; they never compute one. Tables and progress bars
+load with the first one (``kbengine --help`` loads neither)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.progress import Progress
+
     from kbengine.core.schemas import Answer, Detection, IngestReport, KBInfo, LabelSource, SeekResult
     from kbengine.demo import DemoResult
     from kbengine.evaluation.reports import MMADEvalReport, SeekEvalReport, SeekEvalRow, ZsadReport, ZsadRow
 
-Result = TypeVar("Result", bound=BaseModel)
+Result = TypeVar("Result", bound="BaseModel")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -134,6 +135,8 @@ def print_ingest(report: IngestReport) -> None:
 
 
 def print_info(info: KBInfo) -> None:
+    from rich.table import Table
+
     out.print(f"knowledge base: {info.location} ({info.store})")
     text = f"{info.text_dim}-d text" if info.text_dim else "no text"
     joint = "joint space" if info.joint_space else "separate spaces: no image->text scoring"
@@ -155,9 +158,11 @@ def print_info(info: KBInfo) -> None:
     if not info.entries:
         return
     kinds = sorted({k for e in info.entries for k in e.locks})
-    table = Table("category", "defect type", "documents", *kinds)
+    fed = any(e.feedback for e in info.entries)
+    table = Table("category", "defect type", "documents", *(["from feedback"] if fed else []), *kinds)
     for e in info.entries:
-        table.add_row(e.category, e.defect_type, str(e.documents), *(str(e.locks.get(k, 0)) for k in kinds))
+        counts = [str(e.documents), *([str(e.feedback)] if fed else []), *(str(e.locks.get(k, 0)) for k in kinds)]
+        table.add_row(e.category, e.defect_type, *counts)
     out.print(table)
 
 
@@ -166,6 +171,8 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def print_seek(result: SeekResult) -> None:
+    from rich.table import Table
+
     text = f' + text "{result.text}"' if result.text else ""
     filters = ", ".join(f"{k}={v}" for k, v in result.filters.items())
     out.print(
@@ -260,6 +267,8 @@ def print_detection(det: Detection) -> None:
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], total: Sequence[str] | None = None) -> None:
     """A table of ``rows``, and a ``total`` row below a line when given."""
+    from rich.table import Table
+
     table = Table(*columns)
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=total is not None and i == len(rows) - 1)
@@ -370,6 +379,8 @@ def show(result: Result, as_json: bool, printer: Callable[[Result], None]) -> No
 
 def progress_bar(label: str) -> tuple[Progress, Callable[[int, int, str], None]]:
     """A transient progress bar on stderr (off when stderr is not a terminal) and its callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn(f"{label} [progress.description]{{task.description}}"),
         BarColumn(),

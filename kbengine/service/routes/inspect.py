@@ -156,4 +156,11 @@ async def ask(
         else:
             yield event("answer", answer.model_dump(mode="json"))
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", INSPECTION_HEADER: service.recent.add(data)}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def inspected(reply: Reply, service: Service, upload: tuple[bytes, str | None]) -> Reply:
+    """``reply`` with the photo's inspection id (``POST /v1/feedback`` takes it instead of the photo)."""
+    reply.headers[INSPECTION_HEADER] = service.recent.add(upload)
+    return reply

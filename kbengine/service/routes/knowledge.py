@@ -46,12 +46,15 @@ async def documents(
     category: str | None = None,
     defect_type: str | None = None,
     domain: str | None = None,
+    source: Annotated[
+        str | None, Query(description="The documents from this file, or the files under this folder.")
+    ] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSONResponse:
     listing = await service.pool.run(
         lambda: service.kb.documents(
-            category=category, defect_type=defect_type, domain=domain, offset=offset, limit=limit
+            category=category, defect_type=defect_type, domain=domain, source=source, offset=offset, limit=limit
         )
     )
     return json_reply(listing)

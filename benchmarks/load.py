@@ -1,13 +1,17 @@
 """Detect under load: per-call p50 of ``detect`` with 1, 2 and 4 concurrent processes on this
-machine's cores, under the thread policy (``KBENGINE_WORKERS`` = the number of processes, so
-each takes cores / workers torch threads) and without it (each process takes every core, torch's
-default), beside the single-process p50.
+machine's cores, each started as a user starts it: the default environment, no ``KBENGINE_*``
+thread variables (the fair default of ``kbengine/core/threads.py``: a share of the cores per live
+process, passive OpenMP waits), beside the single-process p50.
 
-    python benchmarks/load.py [--streams 1 2 4] [--calls 20]
+    python benchmarks/load.py [--streams 1 2 4] [--calls 20] [--policies default naive workers]
 
-Each process builds its own memory bank from 16 generated 256x256 parts (packaged encoder),
-warms up, waits for the others, then times ``--calls`` detections. Read the ratios: they hold
-across machines (the issue's bars: at most 2.5x with 2 streams on 2 cores, 5x with 4).
+Policies: ``default`` (no variables), ``naive`` (the old default: every process takes every core,
+``KBENGINE_SHARE_CORES=0``, libgomp's default spin ``GOMP_SPINCOUNT=300000``), ``workers``
+(``KBENGINE_WORKERS`` = the number of processes, cores shared out by hand), ``active`` (the
+default with ``OMP_WAIT_POLICY=ACTIVE``). Each process builds its own memory bank from 16
+generated 256x256 parts (packaged encoder), warms up, waits for the others, then times
+``--calls`` detections. The issue's bars, in the default environment: at most 2.0x the single
+process with 2 processes on 2 cores, 4.5x with 4.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def worker(calls: int, ready: Path, go: Path) -> None:
     from kbengine.facade import KnowledgeBase
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(encoder="packaged", kb=Path(tmp) / "kb")  # KBENGINE_WORKERS / TORCH_THREADS apply
+        settings = Settings(encoder="packaged", kb=Path(tmp) / "kb")  # the environment's KBENGINE_* apply
         with KnowledgeBase.open(settings=settings) as kb:
             detector = kb.detector
             normals = [synth.sample("tile", None, 61_000 + i, 256)[0] for i in range(16)]
@@ -54,16 +58,20 @@ def worker(calls: int, ready: Path, go: Path) -> None:
     print(json.dumps({"times": times, "threads": torch.get_num_threads()}))
 
 
-def run(streams: int, calls: int, policy: bool) -> tuple[float, int]:
+POLICIES: dict[str, dict[str, str]] = {
+    "default": {},
+    "naive": {"KBENGINE_SHARE_CORES": "0", "GOMP_SPINCOUNT": "300000"},
+    "workers": {"KBENGINE_SHARE_CORES": "0", "KBENGINE_WORKERS": "{streams}"},
+    "active": {"OMP_WAIT_POLICY": "ACTIVE"},
+}
+
+
+def run(streams: int, calls: int, policy: str) -> tuple[float, int]:
     """The p50 over every call of ``streams`` concurrent processes, and their torch threads."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        env = dict(os.environ)
-        env.pop("KBENGINE_TORCH_THREADS", None)
-        if policy:
-            env["KBENGINE_WORKERS"] = str(streams)
-        else:
-            env["KBENGINE_WORKERS"] = "1"  # every process takes every core
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KBENGINE_", "OMP_", "GOMP_", "MKL_"))}
+        env.update({k: v.format(streams=streams) for k, v in POLICIES[policy].items()})
         go = folder / "go"
         procs = [
             subprocess.Popen(
@@ -91,17 +99,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--calls", type=int, default=20, help="Timed detections per process.")
+    parser.add_argument("--policies", nargs="+", default=["default"], choices=list(POLICIES))
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"detect p50 per call, {cores} cores, 256x256 parts, 16 references")
     print(f"{'streams':>7} {'policy':>8} {'threads':>7} {'p50 ms':>8} {'x single':>8}")
-    single = None
+    single: dict[str, float] = {}
     for streams in args.streams:
-        for policy in (True, False) if streams > 1 else (True,):
+        for policy in args.policies:
             p50, threads = run(streams, args.calls, policy)
-            single = single or p50
-            name = "policy" if policy else "naive"
-            print(f"{streams:>7} {name:>8} {threads:>7} {p50:>8.1f} {p50 / single:>8.2f}")
+            single.setdefault(policy, p50)
+            print(f"{streams:>7} {policy:>8} {threads:>7} {p50:>8.1f} {p50 / single[policy]:>8.2f}", flush=True)
 
 
 if __name__ == "__main__":

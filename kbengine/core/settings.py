@@ -99,7 +99,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="torch intra-op threads of this process; 0 = the cores divided by KBENGINE_WORKERS, at least 1.",
+        description="torch intra-op threads of this process; 0 = its share of the cores divided by KBENGINE_WORKERS, "
+        "at least 1.",
+    )
+    share_cores: bool = Field(
+        True,
+        description="Share the machine's cores among the kbengine processes running on it (a lease file each under "
+        "the user's runtime folder); False = this process counts every core as its own.",
     )
     workers: int = Field(
         1, ge=1, description="Processes or worker threads running encoders at once on this machine (they share cores)."

@@ -6,9 +6,11 @@ rest of the engine; nothing else asks which backend it has."""
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Callable
+from typing import Any
 
+from kbengine.core import threads as _threads  # first: sets OMP_WAIT_POLICY before torch loads
 from kbengine.core.encoders.base import Encoder, EncoderIdentity, l2_normalise
 from kbengine.core.errors import EncoderMismatchError, InvalidInputError
 from kbengine.core.settings import Settings
@@ -104,23 +106,29 @@ def resolve_backend(settings: Settings, stored: EncoderIdentity | None = None) -
 
 
 def torch_threads(settings: Settings) -> int:
-    """The thread policy: ``torch_threads`` when set, else the cores this process may use divided
-    by ``workers`` (at least 1), so threads x workers never oversubscribes the cores (an
-    oversubscribed intra-op pool is 10-20x slower, not 2-3x: its threads wait on each other)."""
-    if settings.torch_threads:
-        return settings.torch_threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // settings.workers)
+    """The thread policy (:mod:`kbengine.core.threads`): ``torch_threads`` when set, else this
+    process's share of the machine's cores (every core when it runs alone or ``share_cores`` is
+    off) divided by ``workers``, at least 1, so the kbengine processes and workers on one machine
+    never oversubscribe its cores."""
+    return _threads.threads_for(settings.torch_threads, settings.workers, settings.share_cores)
+
+
+_CALLS = ("embed_images", "embed_texts", "patch_features", "encode")
+
+
+def _fitted(settings: Settings, call: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(call)
+    def fitted(*args: Any, **kwargs: Any) -> Any:
+        _threads.fit(settings.torch_threads, settings.workers, settings.share_cores)
+        return call(*args, **kwargs)
+
+    return fitted
 
 
 def get_encoder(settings: Settings, stored: EncoderIdentity | None = None) -> Encoder:
-    """Build the encoder the settings ask for (under the thread policy, ``torch_threads``);
-    refuse one that does not match ``stored``."""
-    import torch
-
-    threads = torch_threads(settings)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    """Build the encoder the settings ask for (under the thread policy, :func:`torch_threads`,
+    re-fitted at the start of each of its calls); refuse one that does not match ``stored``."""
+    _threads.fit(settings.torch_threads, settings.workers, settings.share_cores, force=True)
     encoder = ENCODERS[resolve_backend(settings, stored)](settings, stored)
     if stored is not None and stored != encoder.identity:
         raise EncoderMismatchError(
@@ -129,4 +137,7 @@ def get_encoder(settings: Settings, stored: EncoderIdentity | None = None) -> En
             "same encoder (--encoder auto, with KBENGINE_PACKAGED_MODEL / _PACKAGED_IMAGE_SIZE / _DINO_MODEL unset or "
             "as it was built), or ingest into a new knowledge base"
         )
+    for name in _CALLS:  # each call re-fits the calling thread's torch threads to the current share
+        if callable(getattr(encoder, name, None)):
+            setattr(encoder, name, _fitted(settings, getattr(encoder, name)))
     return encoder

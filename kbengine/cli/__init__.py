@@ -6,7 +6,7 @@ from kbengine.cli.deferred import defer
 
 defer()  # before anything imports scikit-learn
 
-from kbengine.cli import commands, evaluate, knowledge, lifecycle, serve  # noqa: E402
+from kbengine.cli import commands, evaluate, feedback, knowledge, lifecycle, serve  # noqa: E402
 from kbengine.cli.app import app, run  # noqa: E402
 
-__all__ = ["app", "commands", "evaluate", "knowledge", "lifecycle", "run", "serve"]
+__all__ = ["app", "commands", "evaluate", "feedback", "knowledge", "lifecycle", "run", "serve"]

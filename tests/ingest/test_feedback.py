@@ -89,3 +89,29 @@ def test_bad_feedback_is_refused_and_stores_nothing(kb: KnowledgeBase, tmp_path:
     with pytest.raises(InvalidInputError):
         kb.feedback(tmp_path / "missing.png", category="tile", defect_type="crack")
     assert kb.info().locks == locks
+
+
+def test_the_cli_feeds_back_lists_and_undoes(kb: KnowledgeBase, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kbengine.cli import app
+
+    folder = str(kb.settings.kb)
+    kb.close()  # the CLI opens the embedded store itself
+    image = photo(tmp_path, "crack", 10)
+    runner = CliRunner()
+    given = ["feedback", str(image), "--kb", folder, "--category", "tile", "--defect-type", "crack", "--json"]
+    done = runner.invoke(app, [*given, "--note", "seen at line 3"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["status"] == "added" and report["feedback"]["note"] == "seen at line 3"
+    listed = runner.invoke(app, ["docs", "--kb", folder, "--source", "feedback", "--json"])
+    assert [d["doc_id"] for d in json.loads(listed.output)["documents"]] == [report["doc_id"]]
+    info = json.loads(runner.invoke(app, ["info", "--kb", folder, "--json"]).output)
+    assert any(e["defect_type"] == "crack" and e["feedback"] == 1 for e in info["entries"])
+    undone = runner.invoke(app, ["remove", "--kb", folder, "--source", report["source"]])
+    assert undone.exit_code == 0, undone.output
+    after = runner.invoke(app, ["docs", "--kb", folder, "--source", "feedback", "--json"])
+    assert json.loads(after.output)["total"] == 0

@@ -56,6 +56,18 @@ pytestmark = [
 def server(served_kb: Path, packaged: Encoder) -> Iterator[str]:
     """The real app on the served knowledge base (normal references, defect examples, cards), on
     127.0.0.1 at a free port, started in a thread; its base URL. Nothing here writes to it."""
+    yield from _serve(served_kb, packaged)
+
+
+@pytest.fixture
+def writable_server(served_kb: Path, packaged: Encoder, tmp_path: Path) -> Iterator[str]:
+    """The same on a copy of the knowledge base: feedback writes to it."""
+    copy = tmp_path / "kb-copy"
+    shutil.copytree(served_kb, copy)
+    yield from _serve(copy, packaged)
+
+
+def _serve(served_kb: Path, packaged: Encoder) -> Iterator[str]:
     from kbengine.service import ServiceSettings, create_app
 
     kb = open_kb(served_kb, packaged)
@@ -164,3 +176,66 @@ def test_knowledge_tab_lists_documents(server, driver, tmp_path):
     assert "disc" in driver.find_element(By.ID, "kb-table").text
     driver.save_screenshot(str(tmp_path / "knowledge.png"))
     assert (tmp_path / "knowledge.png").is_file()
+
+
+def _inspect(driver, wait, photo: Path) -> None:
+    driver.find_element(By.ID, "photo").send_keys(str(photo))
+    driver.find_element(By.ID, "inspect-submit").click()
+    wait.until(lambda d: d.find_element(By.ID, "inspect-result").get_attribute("data-state") in ("done", "error"))
+    assert driver.find_element(By.ID, "inspect-result").get_attribute("data-state") == "done", (
+        driver.find_element(By.ID, "error").text,
+        _console_errors(driver),
+    )
+    wait.until(ec.visibility_of_element_located((By.ID, "feedback-card")))
+
+
+def _feedback_done(driver, wait) -> str:
+    wait.until(lambda d: d.find_element(By.ID, "feedback-status").get_attribute("data-state") not in (None, "", "running"))
+    return driver.find_element(By.ID, "feedback-status").get_attribute("data-state")
+
+
+def test_feedback_buttons(writable_server, driver, tmp_path):
+    import json
+
+    server = writable_server
+    first = tmp_path / "disc-a.png"
+    second = tmp_path / "disc-b.png"
+    synth.sample("disc", "scratch", 52_101, SIZE)[0].save(first)
+    synth.sample("disc", "scratch", 52_102, SIZE)[0].save(second)
+    driver.get(f"{server}/")
+    wait = WebDriverWait(driver, WAIT_S)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#inspect-category option[value='disc']")))
+    _inspect(driver, wait, first)
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "feedback-good"))
+    assert _feedback_done(driver, wait) == "added", driver.find_element(By.ID, "feedback-status").text
+    assert "normal reference" in driver.find_element(By.ID, "feedback-status").text
+    doc_id = driver.find_element(By.ID, "feedback-status").get_attribute("data-doc-id")
+    # correct the type: another type of the category
+    options = [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#feedback-type option")]
+    choice = next(v for v in options if v and v != "good")
+    driver.execute_script("document.getElementById('feedback-status').dataset.state = '';")
+    driver.execute_script("document.getElementById('feedback-type').value = arguments[0];", choice)
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "feedback-correct"))
+    assert _feedback_done(driver, wait) == "relabelled", driver.find_element(By.ID, "feedback-status").text
+    # confirm on another photo
+    _inspect(driver, wait, second)
+    driver.execute_script("arguments[0].click()", driver.find_element(By.ID, "feedback-confirm"))
+    assert _feedback_done(driver, wait) == "added", driver.find_element(By.ID, "feedback-status").text
+    with urllib.request.urlopen(f"{server}/v1/documents?source=feedback", timeout=30) as response:
+        docs = json.load(response)["documents"]
+    assert len(docs) >= 2 and all(d.get("feedback") for d in docs)
+    # a seek of the same photo finds the fed-back document
+    boundary = "kbenginefeedbacktest"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + first.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        f"{server}/v1/seek", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        text = response.read().decode()
+    assert doc_id and doc_id in text
+    # the Knowledge tab shows the fed-back badge
+    driver.find_element(By.ID, "tab-knowledge").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#doc-list .doc")))

@@ -355,6 +355,8 @@
     $("answer").classList.remove("streaming");
     $("answer-notes").replaceChildren();
     $("hits").replaceChildren();
+    $("feedback-card").hidden = true;
+    $("feedback-status").textContent = "";
     const heatmap = $("heatmap");
     heatmap.removeAttribute("src");
     heatmap.hidden = true;
@@ -692,7 +694,9 @@
         signal,
         headers: { Accept: "text/event-stream" },
       });
+      lastInspection = { id: response.headers.get("X-Inspection-Id"), file, category, det: null };
       const detected = (det) => {
+        lastInspection.det = det;
         renderDetection(det);
         progress("Retrieving knowledge and writing the answer…");
         $("answer-card").hidden = false;
@@ -723,6 +727,7 @@
       if (!$("verdict").textContent && answer.detection) detected(answer.detection);
       answerBox.classList.remove("streaming");
       renderAnswer(answer);
+      showFeedback();
       progress("");
       setState("done");
     } catch (err) {
@@ -731,7 +736,74 @@
     }
   }
 
+  // ------------------------------------------------------------------ Feedback
+
+  let lastInspection = null; // {id, file, category, det}
+
+  function feedbackCategory() {
+    const li = lastInspection || {};
+    return (li.det && li.det.category) || li.category || "";
+  }
+
+  function showFeedback() {
+    if (!lastInspection) return;
+    const category = feedbackCategory();
+    const det = lastInspection.det || {};
+    const pred = det.predicted_defect_type;
+    const shown = det.is_anomalous === false ? "good" : pred ? pred.defect_type : "";
+    $("feedback-card").hidden = false;
+    $("feedback-confirm").dataset.type = shown;
+    $("feedback-confirm").disabled = !shown || !category;
+    $("feedback-confirm").textContent = shown ? `Confirm (${label(shown)})` : "Confirm";
+    const types = info ? typesOf(info, category).filter((t) => t !== shown) : [];
+    fillSelect($("feedback-type"), types, "Choose a type", label);
+    $("feedback-status").textContent = category ? "" : "No category known for this result: choose one and inspect again.";
+  }
+
+  async function sendFeedback(defectType) {
+    const li = lastInspection;
+    const category = feedbackCategory();
+    const status = $("feedback-status");
+    if (!li || !category || !defectType) {
+      status.textContent = !defectType ? "Choose or type a defect type first." : "A category is needed.";
+      return;
+    }
+    const form = new FormData();
+    form.append("category", category);
+    form.append("defect_type", defectType);
+    const note = $("feedback-note").value.trim();
+    if (note) form.append("note", note);
+    if (li.id) form.append("inspection", li.id);
+    else form.append("image", li.file, li.file.name || "photo");
+    status.textContent = "Sending…";
+    status.dataset.state = "running";
+    try {
+      const report = await apiJson("v1/feedback", { method: "POST", body: form });
+      const what = report.normal_reference ? "a normal reference" : `a ${label(report.defect_type)} example`;
+      const words = { added: "Stored as", relabelled: "Relabelled as", updated: "Updated:", unchanged: "Unchanged:" };
+      status.textContent =
+        `${words[report.status] || report.status} ${what} of ${label(report.category)}` +
+        (report.previous ? ` (was ${report.previous})` : "") + ` · ${report.source}`;
+      status.dataset.state = report.status;
+      status.dataset.docId = report.doc_id || "";
+      refreshInfo();
+      tabLoaded.delete("knowledge");
+    } catch (err) {
+      status.textContent = errorMessage(err);
+      status.dataset.state = "error";
+    }
+  }
+
+  function setupFeedback() {
+    $("feedback-confirm").addEventListener("click", () => sendFeedback($("feedback-confirm").dataset.type));
+    $("feedback-good").addEventListener("click", () => sendFeedback("good"));
+    $("feedback-correct").addEventListener("click", () =>
+      sendFeedback($("feedback-new").value.trim() || $("feedback-type").value),
+    );
+  }
+
   function setupInspect() {
+    setupFeedback();
     setupDrop();
     $("inspect-form").addEventListener("submit", inspect);
     $("toggle-heatmap").addEventListener("change", (e) => {
@@ -812,7 +884,7 @@
     const pages = (doc.pages || []).length ? `pages ${doc.pages.join(", ")}` : null;
     return el(
       "li",
-      { className: "doc" },
+      { className: doc.feedback ? "doc fed" : "doc" },
       thumbnail(doc.image_path, `Image of ${doc.title}`),
       el(
         "div",
@@ -827,6 +899,15 @@
         ),
         kinds ? el("p", { className: "muted" }, kinds) : null,
         el("p", { className: "source", title: doc.source || "" }, [shortPath(doc.source), pages].filter(Boolean).join(" · ")),
+        doc.feedback
+          ? el(
+              "p",
+              { className: "fed-back" },
+              el("span", { className: "tag badge" }, "fed back"),
+              ` ${doc.feedback.at || ""}`,
+              doc.feedback.note ? ` · ${doc.feedback.note}` : "",
+            )
+          : null,
       ),
     );
   }

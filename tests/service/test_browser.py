@@ -190,7 +190,9 @@ def _inspect(driver, wait, photo: Path) -> None:
 
 
 def _feedback_done(driver, wait) -> str:
-    wait.until(lambda d: d.find_element(By.ID, "feedback-status").get_attribute("data-state") not in (None, "", "running"))
+    wait.until(
+        lambda d: d.find_element(By.ID, "feedback-status").get_attribute("data-state") not in (None, "", "running")
+    )
     return driver.find_element(By.ID, "feedback-status").get_attribute("data-state")
 
 
@@ -227,9 +229,13 @@ def test_feedback_buttons(writable_server, driver, tmp_path):
     # a seek of the same photo finds the fed-back document
     boundary = "kbenginefeedbacktest"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + first.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + first.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     request = urllib.request.Request(
         f"{server}/v1/seek", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
     )

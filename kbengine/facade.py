@@ -147,11 +147,7 @@ class KnowledgeBase:
         from ingest import Ingestor, Overrides
         from ingest.labels import load_taxonomy
 
-        if domain is not None:
-            try:
-                check_domain(domain)
-            except ValueError as e:
-                raise InvalidInputError(f"--domain {domain!r}: {e}") from None
+        _check_domain(domain)
         items: Iterable[str | Path] = [paths] if isinstance(paths, str | Path) else paths
         ingestor = Ingestor(self.store, self.encoder, self.banks, self.settings)
         options = Overrides(domain=domain, category=category, defect_type=defect_type)
@@ -194,11 +190,7 @@ class KnowledgeBase:
         from ingest.units import doc_id
 
         started = time.perf_counter()
-        if domain is not None:
-            try:
-                check_domain(domain)
-            except ValueError as e:
-                raise InvalidInputError(f"--domain {domain!r}: {e}") from None
+        _check_domain(domain)
         data, suffix, picture = photo_bytes(image, self.settings.max_image_pixels)
         key = source_of(data)
         category, defect_type = normalise_name(category), normalise_name(defect_type)
@@ -699,6 +691,15 @@ class KnowledgeBase:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_domain(domain: str | None) -> None:
+    """Refuse a domain name the vocabulary does not allow (ingest and feedback take one)."""
+    if domain is not None:
+        try:
+            check_domain(domain)
+        except ValueError as e:
+            raise InvalidInputError(f"--domain {domain!r}: {e}") from None
 
 
 __all__ = ["KBEngineError", "KnowledgeBase"]

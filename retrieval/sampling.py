@@ -8,14 +8,12 @@ gives NaN under cosine) are left out and counted, never sorted or fitted.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
-from retrieval.mixture import ScoreMixture
+from retrieval.mixture import fit_mixture
 
 Strategy = Literal["kde", "topk", "mmr"]
 STRATEGIES: tuple[Strategy, ...] = ("kde", "topk", "mmr")
@@ -71,9 +69,9 @@ def fit_clusters(scores: np.ndarray, max_clusters: int = 5, seed: int = 0) -> Cl
     diagonal covariance (the same model as 'full' in one dimension, about twice as fast), k-means++
     initialisation with ``seed``, at most 100 variational iterations and a tolerance of 1e-4 per
     score (sklearn's lower bound is a sum over the scores, so a per-score tolerance ends the fit
-    early with the same clusters). The model is sklearn's, fitted by ``ScoreMixture``: its own
-    loop and initialisation with the per-iteration steps written for one feature (the same fit,
-    under half the time; ``benchmarks/seek.py`` times it). Fewer than three scores or scores that are
+    early with the same clusters). The model and its fit are sklearn's ``BayesianGaussianMixture``,
+    written in numpy for one feature by ``retrieval.mixture.fit_mixture`` (the same labels, no
+    sklearn import on a seek; ``benchmarks/seek.py`` times it). Fewer than three scores or scores that are
     all equal form a single cluster without a fit. Clusters are ordered by their best score (then
     by mean), so cluster 0 always holds the best candidate.
     """
@@ -88,31 +86,21 @@ def fit_clusters(scores: np.ndarray, max_clusters: int = 5, seed: int = 0) -> Cl
             mixture_weights=np.ones(1),
         )
     order = np.argsort(-s, kind="stable")
-    z = ((s[order] - s.mean()) / spread)[:, None]
-    model = ScoreMixture(
-        n_components=min(max_clusters, n),
-        covariance_type="diag",
-        weight_concentration_prior_type="dirichlet_process",
-        init_params="k-means++",
-        max_iter=100,
-        tol=1e-4 * n,
-        random_state=seed,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        raw = model.fit_predict(z)
+    z = (s[order] - s.mean()) / spread
+    model = fit_mixture(z, min(max_clusters, n), max_iter=100, tol=1e-4 * n, seed=seed)
+    raw = model.labels
     labels_sorted = np.empty(n, np.int64)
     labels_sorted[order] = raw
     used = np.unique(raw)
-    best = np.array([z[raw == c, 0].max() for c in used])
-    rank = used[np.lexsort((-model.means_[used, 0], -best))]
+    best = np.array([z[raw == c].max() for c in used])
+    rank = used[np.lexsort((-model.means[used], -best))]
     relabel = {int(c): i for i, c in enumerate(rank)}
     labels = np.array([relabel[int(c)] for c in labels_sorted], np.int64)
-    weights = model.weights_[rank]
+    weights = model.weights[rank]
     return ClusterFit(
         labels=labels,
-        means=model.means_[rank, 0] * spread + s.mean(),
-        variances=model.covariances_[rank, 0] * spread**2,
+        means=model.means[rank] * spread + s.mean(),
+        variances=model.variances[rank] * spread**2,
         mixture_weights=weights / weights.sum(),
     )
 
